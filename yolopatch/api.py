@@ -1,0 +1,165 @@
+"""The operations behind the CLI. They return results and raise YolopatchError; they never print."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import manifest, plan, recipes as recipe_store, targets
+from .diffs import summary, unified_diff
+from .engine import Change, Transition, commit, edited_files, plan_transition, pristine_bytes
+from .errors import RefusedError, UsageError
+from .fsio import atomic_write, read_or_none, remove_file
+from .recipes import Recipe
+
+
+@dataclass
+class Result:
+    message: str
+    changes: list[Change] = field(default_factory=list)
+    wrote: bool = False
+
+    @property
+    def summary_lines(self) -> list[str]:
+        return summary(self.changes)
+
+    @property
+    def diff(self) -> str:
+        return unified_diff(self.changes)
+
+
+def _recipe_records(recipes: list[Recipe]) -> list[dict]:
+    return [{"name": r.name, "version": r.version, "hash": r.content_hash()} for r in sorted(recipes, key=lambda r: r.name)]
+
+
+def _refuse_if_interrupted(root: Path) -> None:
+    if manifest.journal_path(root).exists():
+        raise RefusedError("an earlier yolopatch run on this checkout was interrupted; run `yolopatch revert` "
+                           "to restore the pristine files first")
+
+
+def _transition_to(target, old, wanted: list[Recipe], force: bool, hint: str = "") -> Transition:
+    if not wanted:
+        return plan_transition(target, old, [], [], force, hint)
+    planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel))
+    return plan_transition(target, old, planned, _recipe_records(wanted), force, hint)
+
+
+def _pristine_or_missing(target, old, rel: str) -> bytes:
+    data = pristine_bytes(target.root, old, rel)
+    if data is None:
+        raise RefusedError(f"{rel} is missing from the checkout")
+    return data
+
+
+def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False,
+          recipe_dirs: tuple[Path, ...] = ()) -> Result:
+    """mode: "write" | "dry-run" | "diff" | "check"."""
+    if not names:
+        raise UsageError("name at least one recipe (see `yolopatch list`)")
+    target = targets.detect(repo)
+    requested = recipe_store.resolve(list(dict.fromkeys(names)), recipe_dirs)
+    plan.check_supported(requested, target)
+    _refuse_if_interrupted(target.root)
+    old = manifest.load(target.root)
+    already = recipe_store.resolve(old.recipe_names, recipe_dirs) if old else []
+    wanted = {r.name: r for r in already + requested}
+    transition = _transition_to(target, old, list(wanted.values()), force,
+                                hint="revert with --force to discard those edits, or apply with --force to keep them")
+    names_text = ", ".join(sorted(r.name for r in requested))
+    if transition.is_noop:
+        return Result(f"{names_text}: already applied to {target.describe()}; nothing to do")
+    if mode != "write":
+        return Result(f"{names_text}: {len(transition.changes)} file(s) would change in {target.describe()}",
+                      transition.changes)
+    commit(transition)
+    return Result(f"applied {names_text} to {target.describe()}: {len(transition.changes)} file(s) written",
+                  transition.changes, wrote=True)
+
+
+def revert(repo: Path, names: list[str] | None = None, force: bool = False,
+           recipe_dirs: tuple[Path, ...] = ()) -> Result:
+    target = targets.detect(repo)
+    if manifest.journal_path(target.root).exists():
+        return _recover(target)
+    old = manifest.load(target.root)
+    if old is None:
+        _remove_empty_state_dir(target.root)
+        return Result(f"nothing applied to {target.describe()}; nothing to do")
+    applied = old.recipe_names
+    names = list(dict.fromkeys(names or []))
+    unknown = [n for n in names if n not in applied]
+    if unknown:
+        raise UsageError(f"{', '.join(unknown)} not applied here (applied: {', '.join(applied)})")
+    keep = [n for n in applied if names and n not in names]
+    wanted = recipe_store.resolve(keep, recipe_dirs) if keep else []
+    transition = _transition_to(target, old, wanted, force, hint="revert with --force to discard those edits")
+    commit(transition)
+    what = ", ".join(names) if names else ", ".join(applied)
+    return Result(f"reverted {what} from {target.describe()}: {len(transition.changes)} file(s) restored",
+                  transition.changes, wrote=True)
+
+
+def _remove_empty_state_dir(root: Path) -> None:
+    folder = manifest.state_dir(root)
+    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
+        shutil.rmtree(folder)
+
+
+def _recover(target) -> Result:
+    """Finish an interrupted run by restoring every file it may have touched to pristine."""
+    root = target.root
+    try:
+        journal = json.loads(manifest.journal_path(root).read_text(encoding="utf-8"))
+        files, modes, dirs = journal["files"], journal.get("original_modes", {}), journal["dirs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RefusedError(f"the journal of the interrupted run is unreadable ({exc}); restore the checkout "
+                           "from version control") from None
+    restored = []
+    for rel, kind in sorted(files.items()):
+        path = root / rel
+        if kind == "create":
+            if path.exists():
+                remove_file(path, counted=False)
+                restored.append(rel)
+            continue
+        original = read_or_none(manifest.original_path(root, rel))
+        if original is not None and read_or_none(path) != original:
+            atomic_write(path, original, modes.get(rel), counted=False)
+            restored.append(rel)
+    for folder in sorted(dirs, key=len, reverse=True):
+        path = root / folder
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+    shutil.rmtree(manifest.state_dir(root))
+    return Result(f"finished the interrupted run: {len(restored)} file(s) restored; {target.describe()} is pristine",
+                  wrote=True)
+
+
+def status(repo: Path) -> dict:
+    target = targets.detect(repo)
+    root = target.root
+    report = {"target": {"flavour": target.flavour, "family": target.family, "version": target.version,
+                         "root": str(root), "parser_file": target.parser_file},
+              "interrupted": manifest.journal_path(root).exists(), "recipes": [], "files": {}, "edited": []}
+    if report["interrupted"]:
+        return report
+    state = manifest.load(root)
+    if state is None:
+        return report
+    report["recipes"] = state.recipes
+    edited = set(edited_files(root, state))
+    report["edited"] = sorted(edited)
+    report["files"] = {rel: {"kind": rec.kind, "state": "edited" if rel in edited else "ok"}
+                       for rel, rec in sorted(state.files.items())}
+    return report
+
+
+def list_recipes(recipe_dirs: tuple[Path, ...] = ()) -> list[Recipe]:
+    return list(recipe_store.load_all(recipe_dirs).values())
+
+
+def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = ()) -> Recipe:
+    return recipe_store.resolve([name], recipe_dirs)[0]

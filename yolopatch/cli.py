@@ -1,0 +1,179 @@
+"""Command line: flags in, one call into api, output out. Exit codes are decided in main() only.
+
+0 done or nothing to do · 1 --check found changes · 2 usage · 3 refused (nothing written)
+4 verification failed · 123 internal error (tree restored)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__, api
+from .errors import EXIT_CHECK_WOULD_CHANGE, YolopatchError
+
+repo_option = click.option("--repo", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+                           help="The checkout to patch.")
+
+
+class _CheckWouldChange(Exception):
+    pass
+
+
+def _say(message: str) -> None:
+    click.echo(message, err=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="yolopatch")
+@click.option("-v", "--verbose", is_flag=True, help="Show tracebacks on errors.")
+@click.option("--recipes-dir", "recipe_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Also load recipes from this folder (repeatable).")
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, recipe_dirs: tuple[Path, ...]) -> None:
+    """Apply published model improvements to a YOLO checkout, verify them, revert exactly."""
+    ctx.obj = {"verbose": verbose, "recipe_dirs": recipe_dirs}
+
+
+@cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def list_cmd(obj, as_json: bool) -> None:
+    """List the available recipes."""
+    recipes = api.list_recipes(obj["recipe_dirs"])
+    if as_json:
+        click.echo(json.dumps([_recipe_json(r) for r in recipes], indent=2))
+        return
+    width = max((len(r.name) for r in recipes), default=0)
+    for recipe in recipes:
+        click.echo(f"{recipe.name:<{width}}  {', '.join(recipe.targets):<20}  {recipe.summary}")
+
+
+def _recipe_json(recipe) -> dict:
+    return {
+        "name": recipe.name, "version": recipe.version, "summary": recipe.summary, "paper": recipe.paper,
+        "targets": list(recipe.targets), "requires": list(recipe.requires), "notes": recipe.notes,
+        "modules": [{"name": m.name, "role": m.role, "file": m.file, "repeats": m.repeats,
+                     "channels": list(m.channels), "strides": list(m.strides)} for m in recipe.modules],
+        "yamls": [{"name": y.name, "target": y.target, "template": y.template} for y in recipe.yamls],
+    }
+
+
+@cli.command()
+@click.argument("recipe")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def show(obj, recipe: str, as_json: bool) -> None:
+    """Show a recipe: paper, modules and roles, the YAMLs it writes."""
+    found = api.show_recipe(recipe, obj["recipe_dirs"])
+    if as_json:
+        click.echo(json.dumps(_recipe_json(found), indent=2))
+        return
+    click.echo(f"{found.name} {found.version}: {found.summary}")
+    click.echo(f"paper:    {found.paper}")
+    click.echo(f"targets:  {', '.join(found.targets)}")
+    if found.requires:
+        click.echo(f"requires: {', '.join(found.requires)}")
+    if found.notes:
+        click.echo(f"notes:    {found.notes}")
+    click.echo("modules:")
+    for m in found.modules:
+        extra = f" channels {list(m.channels)} strides {list(m.strides)}" if m.role == "backbone" else ""
+        click.echo(f"  {m.name:<28} {m.role}{' (repeats)' if m.repeats else ''}{extra}")
+    click.echo("yamls:")
+    for y in found.yamls:
+        click.echo(f"  {y.name + '.yaml':<32} {y.target}")
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1, required=True)
+@repo_option
+@click.option("--dry-run", "mode", flag_value="dry-run", help="Say what would change; write nothing.")
+@click.option("--diff", "mode", flag_value="diff", help="Print the patch as a unified diff; write nothing.")
+@click.option("--check", "mode", flag_value="check", help="Exit 1 if applying would change files; write nothing.")
+@click.option("--force", is_flag=True, help="Keep going over edited patched files or existing destinations.")
+@click.pass_obj
+def apply(obj, recipes, repo: Path, mode: str | None, force: bool) -> None:
+    """Apply RECIPES to the checkout."""
+    result = api.apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"])
+    if mode == "diff":
+        click.echo(result.diff, nl=False)
+    else:
+        for line in result.summary_lines:
+            _say(line)
+    _say(result.message)
+    if mode == "check" and result.changes:
+        raise _CheckWouldChange()
+
+
+@cli.command()
+@click.argument("recipes", nargs=-1)
+@repo_option
+@click.option("--force", is_flag=True, help="Restore the originals even over files edited since apply.")
+@click.pass_obj
+def revert(obj, recipes, repo: Path, force: bool) -> None:
+    """Revert RECIPES (default: everything applied), restoring the original bytes."""
+    result = api.revert(repo, list(recipes), force, obj["recipe_dirs"])
+    for line in result.summary_lines:
+        _say(line)
+    _say(result.message)
+
+
+@cli.command()
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(repo: Path, as_json: bool) -> None:
+    """Show the detected target and what is applied."""
+    report = api.status(repo)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    t = report["target"]
+    click.echo(f"target:  {t['flavour']} {t['version']} at {t['root']}")
+    if report["interrupted"]:
+        click.echo("state:   an earlier run was interrupted; `yolopatch revert` restores the pristine files")
+        return
+    names = [r["name"] for r in report["recipes"]]
+    click.echo(f"applied: {', '.join(names) if names else 'nothing'}")
+    for rel, info in report["files"].items():
+        click.echo(f"  {info['state']:<6} {info['kind']:<6} {rel}")
+
+
+@cli.command()
+@click.option("--recipe", default="mobilenetv4", show_default=True, help="Recipe to demonstrate.")
+@click.option("--keep", type=click.Path(path_type=Path), default=None,
+              help="Work in this folder and leave the patched copy there.")
+def demo(recipe: str, keep: Path | None) -> None:
+    """Copy the installed ultralytics package to a scratch folder, apply a recipe, build its YAMLs, revert."""
+    from .demo import run_demo
+
+    run_demo(recipe, keep, _say)
+
+
+def main(argv=None) -> None:
+    verbose = "-v" in (argv or sys.argv[1:]) or "--verbose" in (argv or sys.argv[1:])
+    try:
+        cli.main(args=argv, prog_name="yolopatch", standalone_mode=False)
+    except _CheckWouldChange:
+        sys.exit(EXIT_CHECK_WOULD_CHANGE)
+    except click.exceptions.Abort:
+        _say("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except YolopatchError as exc:
+        if verbose:
+            traceback.print_exc()
+        _say(f"error: {exc}")
+        sys.exit(exc.exit_code)
+    except Exception as exc:  # a bug: say so in one line, details with -v
+        if verbose:
+            traceback.print_exc()
+        _say(f"internal error: {exc.__class__.__name__}: {exc} (run with -v for details)")
+        sys.exit(123)
+    sys.exit(0)

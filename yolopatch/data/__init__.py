@@ -1,0 +1,1 @@
+"""Installed copies of the repository's recipes/ and templates/ folders (see resources.py)."""

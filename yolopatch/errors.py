@@ -1,0 +1,35 @@
+"""Error types; each carries the process exit code the CLI reports for it."""
+
+
+class YolopatchError(Exception):
+    """Base class: a problem reported to the user as one line."""
+
+    exit_code = 123
+
+
+class UsageError(YolopatchError):
+    """Bad command-line input that click itself cannot catch (unknown recipe, bad option mix)."""
+
+    exit_code = 2
+
+
+class RefusedError(YolopatchError):
+    """The tool refused to act; nothing was written."""
+
+    exit_code = 3
+
+
+class VerifyError(YolopatchError):
+    """Verification ran and found a failure."""
+
+    exit_code = 4
+
+
+class InternalError(YolopatchError):
+    """A bug or an environment failure part-way; the tree was restored to its state before the run."""
+
+    exit_code = 123
+
+
+EXIT_OK = 0
+EXIT_CHECK_WOULD_CHANGE = 1

@@ -1,0 +1,97 @@
+"""What a set of recipes makes of a pristine checkout: the full bytes of every file it writes.
+
+The patched state is a pure function of (pristine files, recipe set): recipes are applied in name
+order, so `apply a b`, `apply b a` and `apply a` then `apply b` give the same bytes, and reverting one
+recipe of several re-plans the others from the pristine files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .edits.parse_model import Registration
+from .edits.parser_file import SUPPORT_MODULE, ParserPatch, apply_patch, parse
+from .errors import RefusedError
+from .recipes import Recipe
+from .render import render_yaml
+from .resources import runtime_dir
+from .targets import Target
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    rel: str            # POSIX path relative to the target root
+    content: bytes
+    modifies: bool      # True: edits an upstream file; False: a file the tool adds
+
+
+def check_supported(recipes: list[Recipe], target: Target) -> None:
+    for recipe in recipes:
+        if target.family not in recipe.targets:
+            raise RefusedError(f"recipe {recipe.name} does not support {target.family} "
+                               f"(it supports {', '.join(recipe.targets)})")
+
+
+def _parser_patch(recipes: list[Recipe], target: Target) -> ParserPatch:
+    seen: dict[str, str] = {}
+    imports, blocks, repeats, backbones, fusions = [], [], [], [], []
+    for recipe in recipes:
+        for module in recipe.modules:
+            if module.name in seen:
+                raise RefusedError(f"recipes {seen[module.name]} and {recipe.name} both define {module.name}")
+            seen[module.name] = recipe.name
+            {"block": blocks, "backbone": backbones, "fusion": fusions}[module.role].append(module.name)
+            if module.role == "block" and module.repeats:
+                repeats.append(module.name)
+        for file in recipe.files:
+            names = tuple(m.name for m in recipe.modules if m.file == file)
+            if names:
+                imports.append((f"{target.import_prefix}.{file[:-3]}", names))
+    return ParserPatch(imports=tuple(imports), registration=Registration(
+        blocks=tuple(blocks), repeat_blocks=tuple(repeats), backbones=tuple(backbones), fusions=tuple(fusions)))
+
+
+def _has_rtdetr(parser_source: bytes) -> bool:
+    return b"class RTDETRDetectionModel" in parser_source
+
+
+def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes]) -> list[PlannedFile]:
+    """Every file the recipes write, computed from the pristine bytes `pristine(rel)` returns."""
+    recipes = sorted(recipes, key=lambda r: r.name)
+    check_supported(recipes, target)
+    planned: dict[str, PlannedFile] = {}
+
+    def add(rel: str, content: bytes, modifies: bool = False) -> None:
+        if rel in planned and planned[rel].content != content:
+            raise RefusedError(f"two recipes write different bytes to {rel}")
+        planned[rel] = PlannedFile(rel, content, modifies)
+
+    for recipe in recipes:
+        for file in recipe.files:
+            add(f"{target.modules_dir}/{file}", (recipe.folder / file).read_bytes())
+    patch = _parser_patch(recipes, target)
+    if patch.needs_multi_output:
+        support = f"{SUPPORT_MODULE}.py"
+        add(f"{target.modules_dir}/{support}", (runtime_dir() / support).read_bytes())
+    parser_source = pristine(target.parser_file)
+    patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)
+    _check_output(patched, patch, target)
+    add(target.parser_file, patched, modifies=True)
+    for recipe in recipes:
+        for spec in recipe.yamls_for(target.family):
+            if "rtdetr" in spec.template and not _has_rtdetr(parser_source):
+                continue  # this release has no RT-DETR model class
+            add(f"{target.cfg_dir}/{spec.name}.yaml", render_yaml(recipe, spec, target.yaml_dialect))
+    return [planned[rel] for rel in sorted(planned)]
+
+
+def _check_output(patched: bytes, patch: ParserPatch, target: Target) -> None:
+    """The patched file is valid Python, and patching it again changes nothing."""
+    try:
+        compile(patched, target.parser_file, "exec", dont_inherit=True)
+    except SyntaxError as exc:  # a bug in an edit, never the user's fault
+        raise RuntimeError(f"edit produced invalid Python in {target.parser_file}: {exc}") from exc
+    parse(patched, target.parser_file)
+    if apply_patch(patched, patch, target.parser_file, target.import_prefix) != patched:
+        raise RuntimeError(f"edits to {target.parser_file} are not a fixed point")

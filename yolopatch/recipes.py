@@ -1,0 +1,190 @@
+"""Load and validate recipe metadata (recipes/<name>/recipe.toml) and hash a recipe's content."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from . import resources
+from .errors import RefusedError, UsageError
+
+ROLES = ("backbone", "block", "fusion")
+TARGET_FAMILIES = ("yolov5", "ultralytics")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_RECIPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    file: str
+    role: str
+    repeats: bool = False
+    channels: tuple[int, ...] = ()
+    strides: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class YamlSpec:
+    name: str
+    target: str
+    template: str
+    vars: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    version: str
+    summary: str
+    paper: str
+    targets: tuple[str, ...]
+    requires: tuple[str, ...]
+    notes: str
+    files: tuple[str, ...]
+    modules: tuple[Module, ...]
+    yamls: tuple[YamlSpec, ...]
+    folder: Path
+
+    def modules_with_role(self, role: str) -> list[Module]:
+        return [m for m in self.modules if m.role == role]
+
+    def yamls_for(self, family: str) -> list[YamlSpec]:
+        return [y for y in self.yamls if y.target == family]
+
+    def content_hash(self) -> str:
+        """sha256 over recipe.toml and every shipped file (name + bytes), in a fixed order."""
+        digest = hashlib.sha256()
+        for rel in ["recipe.toml", *sorted(self.files)]:
+            digest.update(rel.encode() + b"\0")
+            digest.update((self.folder / rel).read_bytes() + b"\0")
+        return digest.hexdigest()
+
+
+def _fail(folder: Path, message: str) -> RefusedError:
+    return RefusedError(f"recipe {folder.name}: {message}")
+
+
+def _safe_relative(folder: Path, rel: object, what: str) -> str:
+    """A path inside the recipe folder: relative, no '..', not leaving the folder through a symlink."""
+    if not isinstance(rel, str) or not rel:
+        raise _fail(folder, f"{what} must be a non-empty string")
+    pure = PurePosixPath(rel)
+    if pure.is_absolute() or ".." in pure.parts or "\\" in rel:
+        raise _fail(folder, f"{what} {rel!r} must be a relative path inside the recipe folder")
+    resolved = (folder / rel).resolve()
+    if not resolved.is_relative_to(folder.resolve()):
+        raise _fail(folder, f"{what} {rel!r} points outside the recipe folder")
+    return rel
+
+
+def _int_tuple(folder: Path, value: object, what: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
+        raise _fail(folder, f"{what} must be a list of positive integers")
+    return tuple(value)
+
+
+def _parse_module(folder: Path, raw: dict, files: tuple[str, ...]) -> Module:
+    name = raw.get("name")
+    if not isinstance(name, str) or not _IDENTIFIER.match(name):
+        raise _fail(folder, f"module name {name!r} is not a Python identifier")
+    role = raw.get("role")
+    if role not in ROLES:
+        raise _fail(folder, f"module {name}: role {role!r} is not one of {', '.join(ROLES)}")
+    file = raw.get("file")
+    if file not in files:
+        raise _fail(folder, f"module {name}: file {file!r} is not listed in [[files]]")
+    channels = strides = ()
+    if role == "backbone":
+        channels = _int_tuple(folder, raw.get("channels"), f"module {name}: channels")
+        strides = _int_tuple(folder, raw.get("strides"), f"module {name}: strides")
+        if len(channels) != len(strides):
+            raise _fail(folder, f"module {name}: channels and strides differ in length")
+        if any(s & (s - 1) for s in strides) or list(strides) != sorted(set(strides)):
+            raise _fail(folder, f"module {name}: strides must be increasing powers of two")
+    return Module(name=name, file=file, role=role, repeats=bool(raw.get("repeats", False)),
+                  channels=channels, strides=strides)
+
+
+def _parse_yaml(folder: Path, raw: dict) -> YamlSpec:
+    name, target, template = raw.get("name"), raw.get("target"), raw.get("template")
+    if not isinstance(name, str) or not _RECIPE_NAME.match(name):
+        raise _fail(folder, f"yaml name {name!r} must be lower-case letters, digits, '-' or '_'")
+    if target not in TARGET_FAMILIES:
+        raise _fail(folder, f"yaml {name}: target {target!r} is not one of {', '.join(TARGET_FAMILIES)}")
+    if not isinstance(template, str) or PurePosixPath(template).is_absolute() or ".." in PurePosixPath(template).parts:
+        raise _fail(folder, f"yaml {name}: template {template!r} must be a path inside templates/")
+    variables = raw.get("vars", {})
+    if not isinstance(variables, dict):
+        raise _fail(folder, f"yaml {name}: vars must be a table")
+    return YamlSpec(name=name, target=target, template=template, vars=variables)
+
+
+def load_recipe(folder: Path) -> Recipe:
+    toml_path = folder / "recipe.toml"
+    try:
+        raw = tomllib.loads(toml_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _fail(folder, "has no recipe.toml") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _fail(folder, f"recipe.toml does not parse: {exc}") from None
+    name = raw.get("name")
+    if name != folder.name or not _RECIPE_NAME.match(str(name)):
+        raise _fail(folder, f"name {name!r} must equal the folder name")
+    targets = tuple(raw.get("targets", ()))
+    if not targets or any(t not in TARGET_FAMILIES for t in targets):
+        raise _fail(folder, f"targets must be a non-empty subset of {', '.join(TARGET_FAMILIES)}")
+    files = tuple(_safe_relative(folder, f.get("source"), "file") for f in raw.get("files", []))
+    for rel in files:
+        path = folder / rel
+        if path.is_symlink() or not path.is_file():
+            raise _fail(folder, f"file {rel!r} is missing or is a symlink")
+        if "/" in rel or not rel.endswith(".py"):
+            raise _fail(folder, f"file {rel!r} must be a .py file at the top of the recipe folder")
+    modules = tuple(_parse_module(folder, m, files) for m in raw.get("modules", []))
+    if not modules:
+        raise _fail(folder, "declares no [[modules]]")
+    yamls = tuple(_parse_yaml(folder, y) for y in raw.get("yamls", []))
+    return Recipe(
+        name=name, version=str(raw.get("version", "0")), summary=str(raw.get("summary", "")),
+        paper=str(raw.get("paper", "")), targets=targets,
+        requires=tuple(str(r) for r in raw.get("requires", [])), notes=str(raw.get("notes", "")),
+        files=files, modules=modules, yamls=yamls, folder=folder,
+    )
+
+
+def recipe_folders(extra_dirs: tuple[Path, ...] = ()) -> dict[str, Path]:
+    """Recipe name -> folder: the shipped recipes, then user folders (a user recipe may not shadow a shipped one)."""
+    found: dict[str, Path] = {}
+    for base in (resources.recipes_dir(), *extra_dirs):
+        if not base.is_dir():
+            raise RefusedError(f"recipe folder {base} does not exist")
+        for child in sorted(base.iterdir()):
+            if (child / "recipe.toml").is_file() and child.name not in found:
+                found[child.name] = child
+    return found
+
+
+def load_all(extra_dirs: tuple[Path, ...] = ()) -> dict[str, Recipe]:
+    return {name: load_recipe(folder) for name, folder in recipe_folders(extra_dirs).items()}
+
+
+def resolve(names: list[str], extra_dirs: tuple[Path, ...] = ()) -> list[Recipe]:
+    folders = recipe_folders(extra_dirs)
+    recipes = []
+    for name in names:
+        if name not in folders:
+            close = difflib.get_close_matches(name, list(folders), n=3, cutoff=0.5)
+            hint = f" (did you mean {', '.join(close)}?)" if close else f" (known: {', '.join(folders)})"
+            raise UsageError(f"unknown recipe {name!r}{hint}")
+        recipes.append(load_recipe(folders[name]))
+    return recipes

@@ -1,0 +1,39 @@
+"""Render a recipe's model YAMLs from the jinja2 templates, in a sandbox with strict undefineds."""
+
+from __future__ import annotations
+
+import json
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from . import resources
+from .errors import RefusedError
+from .recipes import Recipe, YamlSpec
+
+
+def _flow(value) -> str:
+    """A value as YAML flow syntax (JSON is valid YAML): lists, strings, numbers, booleans."""
+    return json.dumps(value)
+
+
+def _environment() -> ImmutableSandboxedEnvironment:
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    env.filters["flow"] = _flow
+    return env
+
+
+def render_yaml(recipe: Recipe, spec: YamlSpec, dialect: str) -> bytes:
+    context = {**spec.vars, "dialect": dialect, "yaml_name": spec.name, "recipe": recipe.name}
+    try:
+        text = _environment().get_template(spec.template).render(**context)
+    except jinja2.TemplateNotFound:
+        raise RefusedError(f"recipe {recipe.name}: template {spec.template!r} not found in templates/") from None
+    except jinja2.TemplateError as exc:
+        raise RefusedError(f"recipe {recipe.name}: template {spec.template} failed for {spec.name}: {exc}") from None
+    return text.encode("utf-8")
