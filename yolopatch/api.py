@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import manifest, plan, recipes as recipe_store, targets
+from . import manifest, recipes as recipe_store, targets
 from .diffs import summary, unified_diff
 from .engine import Change, Transition, commit, edited_files, plan_transition, pristine_bytes
 from .errors import RefusedError, UsageError
@@ -41,6 +41,8 @@ def _refuse_if_interrupted(root: Path) -> None:
 
 
 def _transition_to(target, old, wanted: list[Recipe], force: bool, hint: str = "") -> Transition:
+    from . import plan  # the source edits (libcst) load only when something is planned
+
     if not wanted:
         return plan_transition(target, old, [], [], force, hint)
     planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel))
@@ -61,7 +63,7 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
         raise UsageError("name at least one recipe (see `yolopatch list`)")
     target = targets.detect(repo)
     requested = recipe_store.resolve(list(dict.fromkeys(names)), recipe_dirs)
-    plan.check_supported(requested, target)
+    recipe_store.check_supported(requested, target.family)
     _refuse_if_interrupted(target.root)
     old = manifest.load(target.root)
     already = recipe_store.resolve(old.recipe_names, recipe_dirs) if old else []

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__, api
+from . import __version__
 from .errors import EXIT_CHECK_WOULD_CHANGE, YolopatchError
 
 repo_option = click.option("--repo", type=click.Path(path_type=Path), default=Path("."), show_default=True,
@@ -22,6 +22,13 @@ repo_option = click.option("--repo", type=click.Path(path_type=Path), default=Pa
 
 class _CheckWouldChange(Exception):
     pass
+
+
+def _api():
+    """The operations module, imported on first use so `--help` and imports of this module stay fast."""
+    from . import api
+
+    return api
 
 
 def _say(message: str) -> None:
@@ -44,7 +51,7 @@ def cli(ctx: click.Context, verbose: bool, recipe_dirs: tuple[Path, ...]) -> Non
 @click.pass_obj
 def list_cmd(obj, as_json: bool) -> None:
     """List the available recipes."""
-    recipes = api.list_recipes(obj["recipe_dirs"])
+    recipes = _api().list_recipes(obj["recipe_dirs"])
     if as_json:
         click.echo(json.dumps([_recipe_json(r) for r in recipes], indent=2))
         return
@@ -69,7 +76,7 @@ def _recipe_json(recipe) -> dict:
 @click.pass_obj
 def show(obj, recipe: str, as_json: bool) -> None:
     """Show a recipe: paper, modules and roles, the YAMLs it writes."""
-    found = api.show_recipe(recipe, obj["recipe_dirs"])
+    found = _api().show_recipe(recipe, obj["recipe_dirs"])
     if as_json:
         click.echo(json.dumps(_recipe_json(found), indent=2))
         return
@@ -99,7 +106,7 @@ def show(obj, recipe: str, as_json: bool) -> None:
 @click.pass_obj
 def apply(obj, recipes, repo: Path, mode: str | None, force: bool) -> None:
     """Apply RECIPES to the checkout."""
-    result = api.apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"])
+    result = _api().apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"])
     if mode == "diff":
         click.echo(result.diff, nl=False)
     else:
@@ -117,7 +124,7 @@ def apply(obj, recipes, repo: Path, mode: str | None, force: bool) -> None:
 @click.pass_obj
 def revert(obj, recipes, repo: Path, force: bool) -> None:
     """Revert RECIPES (default: everything applied), restoring the original bytes."""
-    result = api.revert(repo, list(recipes), force, obj["recipe_dirs"])
+    result = _api().revert(repo, list(recipes), force, obj["recipe_dirs"])
     for line in result.summary_lines:
         _say(line)
     _say(result.message)
@@ -128,7 +135,7 @@ def revert(obj, recipes, repo: Path, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(repo: Path, as_json: bool) -> None:
     """Show the detected target and what is applied."""
-    report = api.status(repo)
+    report = _api().status(repo)
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return

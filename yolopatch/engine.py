@@ -16,10 +16,16 @@ from . import __version__, manifest
 from .errors import InternalError, RefusedError
 from .fsio import atomic_write, mode_of, read_or_none, remove_file, reset_fault_counter, sha256
 from .manifest import FileRecord, State
-from .plan import PlannedFile
 from .targets import Target
 
 NEW_FILE_MODE = 0o644
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    rel: str            # POSIX path relative to the target root
+    content: bytes
+    modifies: bool      # True: edits an upstream file; False: a file the tool adds
 
 
 @dataclass(frozen=True)

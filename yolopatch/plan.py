@@ -7,30 +7,16 @@ recipe of several re-plans the others from the pristine files.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 from .edits.parse_model import Registration
+from .engine import PlannedFile
 from .edits.parser_file import SUPPORT_MODULE, ParserPatch, apply_patch, parse
 from .errors import RefusedError
-from .recipes import Recipe
+from .recipes import Recipe, check_supported
 from .render import render_yaml
 from .resources import runtime_dir
 from .targets import Target
-
-
-@dataclass(frozen=True)
-class PlannedFile:
-    rel: str            # POSIX path relative to the target root
-    content: bytes
-    modifies: bool      # True: edits an upstream file; False: a file the tool adds
-
-
-def check_supported(recipes: list[Recipe], target: Target) -> None:
-    for recipe in recipes:
-        if target.family not in recipe.targets:
-            raise RefusedError(f"recipe {recipe.name} does not support {target.family} "
-                               f"(it supports {', '.join(recipe.targets)})")
 
 
 def _parser_patch(recipes: list[Recipe], target: Target) -> ParserPatch:
@@ -59,7 +45,7 @@ def _has_rtdetr(parser_source: bytes) -> bool:
 def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes]) -> list[PlannedFile]:
     """Every file the recipes write, computed from the pristine bytes `pristine(rel)` returns."""
     recipes = sorted(recipes, key=lambda r: r.name)
-    check_supported(recipes, target)
+    check_supported(recipes, target.family)
     planned: dict[str, PlannedFile] = {}
 
     def add(rel: str, content: bytes, modifies: bool = False) -> None:

@@ -162,6 +162,13 @@ def load_recipe(folder: Path) -> Recipe:
     )
 
 
+def check_supported(recipes: list[Recipe], family: str) -> None:
+    for recipe in recipes:
+        if family not in recipe.targets:
+            raise RefusedError(f"recipe {recipe.name} does not support {family} "
+                               f"(it supports {', '.join(recipe.targets)})")
+
+
 def recipe_folders(extra_dirs: tuple[Path, ...] = ()) -> dict[str, Path]:
     """Recipe name -> folder: the shipped recipes, then user folders (a user recipe may not shadow a shipped one)."""
     found: dict[str, Path] = {}

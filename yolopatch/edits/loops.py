@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
 from .anchors import SAVE_OUTPUT, AnchorMissing, matches_code
 
@@ -17,7 +16,7 @@ class _LoopEdit(cst.CSTTransformer):
 
     def leave_For(self, original: cst.For, updated: cst.For) -> cst.For:
         body = list(updated.body.body)
-        at = next((i for i, stmt in enumerate(body) if m.matches(stmt, SAVE_OUTPUT)), None)
+        at = next((i for i, stmt in enumerate(body) if matches_code(stmt, SAVE_OUTPUT)), None)
         if at is None:
             return updated
         self.loops += 1

@@ -212,6 +212,8 @@ def extend_collection(node: cst.BaseExpression, names) -> cst.BaseExpression | N
         return node
     separator = elements[-2].comma if len(elements) > 1 else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
     trailing = elements[-1].comma
+    if isinstance(node, cst.Tuple) and len(elements) == 1:
+        trailing = cst.MaybeSentinel.DEFAULT  # `(A,)` becomes `(A, B)`
     elements[-1] = elements[-1].with_changes(comma=separator)
     for name in missing[:-1]:
         elements.append(cst.Element(cst.Name(name), comma=separator))

@@ -1,0 +1,135 @@
+"""Hand-written look-alikes of the targets' parser files (parse_model + forward loops), in each anchor
+shape the real releases use: the channel set as list / tuple / set literal or a frozenset local,
+`nn.` vs `torch.nn.`, quote styles, one element per line or wrapped, `_forward_once` vs `_predict_once`.
+They are small fakes for testing the edits, not copies of upstream code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+STYLES = ("v5-list", "v5-set", "v5-master", "ul-tuple", "ul-set", "ul-frozenset")
+
+
+def _collection(style: str, names: list[str], indent: str) -> str:
+    if style.endswith("list"):
+        return "[" + ", ".join(names) + "]"
+    if style.endswith("tuple"):
+        return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
+    if style == "v5-set" and len(names) > 1:  # wrapped over two lines with a hanging indent
+        half = len(names) // 2
+        return "{\n" + indent + "        " + ", ".join(names[:half]) + ",\n" + indent + "        " + \
+            ", ".join(names[half:]) + "}"
+    return "{" + ", ".join(names) + "}"
+
+
+def parser_source(style: str) -> str:
+    nn = "torch.nn" if style.startswith("ul") else "nn"
+    q = "'" if style.startswith("v5") and style != "v5-master" else '"'
+    loop_name = "_forward_once" if style.startswith("v5") or style == "ul-tuple" else "_predict_once"
+    signature = "self, x, profile=False" if style == "v5-master" else "self, x, profile=False, visualize=False"
+    scaled = ["Conv", "Bottleneck", "SPPF", "C3", f"{nn}.ConvTranspose2d"]
+    repeats = ["C3"]
+    header = "import torch\nimport torch.nn as nn\n\n"
+    if style == "v5-master":
+        header += "from models.common import C3, SPPF, Bottleneck, Concat, Conv\n"
+    elif style.startswith("v5"):
+        header += "from models.common import *  # noqa\n"
+    else:
+        header += "from ultralytics.nn.modules import C3, SPPF, Bottleneck, Concat, Conv, Detect\n"
+    header += "from utils.general import make_divisible\n"
+    if style == "ul-frozenset":
+        sets = (
+            "    base_modules = frozenset(\n        {\n" + "".join(f"            {n},\n" for n in scaled)
+            + "        }\n    )\n"
+            + "    repeat_modules = frozenset(  # modules with 'repeat' arguments\n        {\n"
+            + "".join(f"            {n},\n" for n in repeats) + "        }\n    )\n"
+        )
+        scaled_test, repeat_test = "base_modules", "repeat_modules"
+    else:
+        sets = ""
+        scaled_test = _collection(style, scaled, "    ")
+        repeat_test = _collection(style, repeats, "        ")
+    np_line = ("        m_.np = sum(x.numel() for x in m_.parameters())  # number params\n"
+               "        m_.i, m_.f, m_.type = i, f, t  # attach index, 'from' index, type\n"
+               if style.startswith("ul") else
+               "        np = sum(x.numel() for x in m_.parameters())  # number params\n"
+               "        m_.i, m_.f, m_.type, m_.np = i, f, t, np  # attach index, 'from' index, type, number params\n")
+    return f'''{header}
+
+class BaseModel(nn.Module):
+    def {loop_name}({signature}):
+        y, dt = [], []  # outputs
+        for m in self.model:
+            if m.f != -1:  # if not from previous layer
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)  # run
+            y.append(x if m.i in self.save else None)  # save output
+        return x
+
+
+class DetectionModel(BaseModel):
+    pass
+
+
+def parse_model(d, ch):  # model_dict, input_channels
+    gd, gw = d[{q}depth_multiple{q}], d[{q}width_multiple{q}]
+    layers, save, c2 = [], [], ch[-1]  # layers, savelist, ch out
+{sets}    for i, (f, n, m, args) in enumerate(d[{q}backbone{q}] + d[{q}head{q}]):  # from, number, module, args
+        m = eval(m) if isinstance(m, str) else m  # eval strings
+        n = n_ = max(round(n * gd), 1) if n > 1 else n  # depth gain
+        if m in {scaled_test}:
+            c1, c2 = ch[f], args[0]
+            c2 = make_divisible(c2 * gw, 8)
+
+            args = [c1, c2, *args[1:]]
+            if m in {repeat_test}:
+                args.insert(2, n)  # number of repeats
+                n = 1
+        elif m is {nn}.BatchNorm2d:
+            args = [ch[f]]
+        elif m is Concat:
+            c2 = sum(ch[x] for x in f)
+        else:
+            c2 = ch[f]
+
+        m_ = {nn}.Sequential(*(m(*args) for _ in range(n))) if n > 1 else m(*args)  # module
+        t = str(m)[8:-2].replace({q}__main__.{q}, {q}{q})  # module type
+{np_line}        save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)  # append to savelist
+        layers.append(m_)
+        if i == 0:
+            ch = []
+        ch.append(c2)
+    return {nn}.Sequential(*layers), sorted(save)
+'''
+
+
+def make_target(root: Path, style: str, crlf: bool = False) -> Path:
+    """A minimal checkout whose parser file has the given style (enough for detection and the edits)."""
+    source = parser_source(style)
+    if crlf:
+        source = source.replace("\n", "\r\n")
+    if style.startswith("v5"):
+        (root / "models").mkdir(parents=True)
+        (root / "models" / "__init__.py").write_text("")
+        (root / "models" / "yolo.py").write_bytes(source.encode())
+        (root / "models" / "common.py").write_text("# look-alike\n")
+    else:
+        version = {"ul-tuple": "8.0.100", "ul-set": "8.2.0", "ul-frozenset": "8.4.0"}[style]
+        (root / "ultralytics" / "nn" / "modules").mkdir(parents=True)
+        (root / "ultralytics" / "cfg" / "models" / "v8").mkdir(parents=True)
+        (root / "ultralytics" / "__init__.py").write_text(f'__version__ = "{version}"\n')
+        (root / "ultralytics" / "nn" / "__init__.py").write_text("")
+        (root / "ultralytics" / "nn" / "modules" / "__init__.py").write_text("")
+        (root / "ultralytics" / "nn" / "tasks.py").write_bytes(source.encode())
+    return root
+
+
+def tree_snapshot(root: Path) -> dict:
+    """Every file (bytes + mode) and folder (mode) under root, for byte-identity checks."""
+    snap = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root).as_posix()
+        mode = path.lstat().st_mode
+        snap[rel] = (mode, path.read_bytes() if path.is_file() else None)
+    return snap

@@ -1,0 +1,195 @@
+"""The engine's guarantees on look-alike checkouts of every anchor shape (GUIDE §5)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from lookalikes import STYLES, make_target, tree_snapshot
+from conftest import FIXTURE_RECIPES
+
+
+@pytest.fixture(params=STYLES)
+def target(request, tmp_path):
+    return make_target(tmp_path / "repo", request.param)
+
+
+def parser_file(root):
+    return next(p for p in (root / "models" / "yolo.py", root / "ultralytics" / "nn" / "tasks.py") if p.exists())
+
+
+def test_apply_then_revert_is_byte_identical(cli, target):
+    before = tree_snapshot(target)
+    code, _, err = cli("apply", "toy", "--repo", target)
+    assert code == 0, err
+    assert tree_snapshot(target) != before
+    compile(parser_file(target).read_bytes(), "parser", "exec")
+    code, _, err = cli("revert", "--repo", target)
+    assert code == 0, err
+    assert tree_snapshot(target) == before
+
+
+def test_second_apply_is_a_noop(cli, target):
+    cli("apply", "toy", "--repo", target)
+    patched = tree_snapshot(target)
+    code, _, err = cli("apply", "toy", "--repo", target)
+    assert code == 0
+    assert "already applied" in err
+    assert tree_snapshot(target) == patched
+
+
+def test_check_dry_run_and_diff_write_nothing(cli, target):
+    before = tree_snapshot(target)
+    assert cli("apply", "toy", "--repo", target, "--check")[0] == 1
+    assert cli("apply", "toy", "--repo", target, "--dry-run")[0] == 0
+    code, out, _ = cli("apply", "toy", "--repo", target, "--diff")
+    assert code == 0 and out.startswith("diff --git")
+    assert tree_snapshot(target) == before
+    cli("apply", "toy", "--repo", target)
+    assert cli("apply", "toy", "--repo", target, "--check")[0] == 0
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_diff_applied_with_git_gives_the_same_bytes(cli, tmp_path, crlf):
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    a = make_target(tmp_path / "a", "v5-set", crlf=crlf)
+    b = make_target(tmp_path / "b", "v5-set", crlf=crlf)
+    code, diff, _ = cli("apply", "toy", "--repo", a, "--diff")
+    assert code == 0
+    (tmp_path / "patch.diff").write_bytes(diff.encode())
+    subprocess.run(["git", "apply", "--whitespace=nowarn", str(tmp_path / "patch.diff")], cwd=a, check=True)
+    cli("apply", "toy", "--repo", b)
+    shutil.rmtree(b / ".yolopatch")
+    assert tree_snapshot(a) == tree_snapshot(b)
+
+
+def test_crlf_and_mode_bits_are_kept(cli, tmp_path):
+    root = make_target(tmp_path / "repo", "ul-set", crlf=True)
+    tasks = root / "ultralytics" / "nn" / "tasks.py"
+    os.chmod(tasks, 0o755)
+    before = tree_snapshot(root)
+    assert cli("apply", "toy", "--repo", root)[0] == 0
+    patched = tasks.read_bytes()
+    assert b"\r\n" in patched and b"\n" not in patched.replace(b"\r\n", b"")
+    assert tasks.stat().st_mode & 0o777 == 0o755
+    cli("revert", "--repo", root)
+    assert tree_snapshot(root) == before
+
+
+def test_revert_refuses_over_user_edits_and_force_restores(cli, target):
+    before = tree_snapshot(target)
+    cli("apply", "toy", "--repo", target)
+    path = parser_file(target)
+    path.write_bytes(path.read_bytes() + b"# my edit\n")
+    edited = tree_snapshot(target)
+    code, _, err = cli("revert", "--repo", target)
+    assert code == 3
+    assert path.relative_to(target).as_posix() in err
+    assert tree_snapshot(target) == edited
+    assert cli("revert", "--repo", target, "--force")[0] == 0
+    assert tree_snapshot(target) == before
+
+
+def test_apply_refuses_an_existing_destination_with_other_bytes(cli, tmp_path):
+    root = make_target(tmp_path / "repo", "ul-frozenset")
+    (root / "ultralytics" / "nn" / "modules" / "toy.py").write_text("# someone else's toy\n")
+    before = tree_snapshot(root)
+    code, _, err = cli("apply", "toy", "--repo", root)
+    assert code == 3 and "toy.py already exists" in err
+    assert tree_snapshot(root) == before
+
+
+def test_apply_refuses_a_missing_anchor_and_names_it(cli, tmp_path):
+    root = make_target(tmp_path / "repo", "v5-list")
+    yolo = root / "models" / "yolo.py"
+    yolo.write_text(yolo.read_text().replace("        else:\n            c2 = ch[f]\n", ""))
+    before = tree_snapshot(root)
+    code, _, err = cli("apply", "toy", "--repo", root)
+    assert code == 3 and "else: c2 = ch[f]" in err
+    assert "Traceback" not in err
+    assert tree_snapshot(root) == before
+
+
+def test_partial_revert_in_any_order(cli, tmp_path):
+    fixtures = FIXTURE_RECIPES
+    assert (fixtures / "toy").is_dir() and (fixtures / "toyblock").is_dir()
+    for order in (["toy", "toyblock"], ["toyblock", "toy"]):
+        root = make_target(tmp_path / "-".join(order), "ul-frozenset")
+        pristine = tree_snapshot(root)
+        only_other = make_target(tmp_path / f"only-{order[1]}", "ul-frozenset")
+        cli("apply", order[1], "--repo", only_other)
+        cli("apply", "toy", "toyblock", "--repo", root)
+        assert cli("revert", order[0], "--repo", root)[0] == 0
+        strip = lambda snap: {k: v for k, v in snap.items() if not k.startswith(".yolopatch")}  # noqa: E731
+        assert strip(tree_snapshot(root)) == strip(tree_snapshot(only_other))
+        assert cli("revert", order[1], "--repo", root)[0] == 0
+        assert tree_snapshot(root) == pristine
+
+
+def test_apply_order_does_not_matter(cli, tmp_path):
+    a = make_target(tmp_path / "a", "v5-master")
+    b = make_target(tmp_path / "b", "v5-master")
+    cli("apply", "toy", "toyblock", "--repo", a)
+    cli("apply", "toyblock", "--repo", b)
+    cli("apply", "toy", "--repo", b)
+    strip = lambda snap: {k: v for k, v in snap.items() if not k.startswith(".yolopatch")}  # noqa: E731
+    assert strip(tree_snapshot(a)) == strip(tree_snapshot(b))
+
+
+def _run_with_fault(root, fault, *args):
+    env = dict(os.environ, YOLOPATCH_FAULT=fault)
+    return subprocess.run([sys.executable, "-m", "yolopatch", "--recipes-dir", str(FIXTURE_RECIPES), *args,
+                           "--repo", str(root)], env=env, capture_output=True, text=True)
+
+
+def test_a_failure_at_any_write_leaves_the_tree_as_it_was(tmp_path, cli, monkeypatch):
+    root = make_target(tmp_path / "repo", "ul-frozenset")
+    before = tree_snapshot(root)
+    for k in range(1, 20):
+        monkeypatch.setenv("YOLOPATCH_FAULT", f"fail-write:{k}")
+        code, _, err = cli("apply", "toy", "--repo", root)
+        if code == 0:  # k is past the last write: the run completed
+            assert k > 5
+            break
+        assert code == 123, err
+        assert "restored" in err
+        assert tree_snapshot(root) == before, f"tree changed after a failure at write {k}"
+    else:
+        pytest.fail("apply never completed")
+
+
+def test_a_failure_during_revert_leaves_the_patched_tree(tmp_path, cli, monkeypatch):
+    root = make_target(tmp_path / "repo", "v5-set")
+    assert cli("apply", "toy", "--repo", root)[0] == 0
+    patched = tree_snapshot(root)
+    for k in range(1, 20):
+        monkeypatch.setenv("YOLOPATCH_FAULT", f"fail-write:{k}")
+        code, _, err = cli("revert", "--repo", root)
+        if code == 0:
+            assert k > 3
+            break
+        assert code == 123, err
+        assert tree_snapshot(root) == patched, f"tree changed after a failure at write {k}"
+    else:
+        pytest.fail("revert never completed")
+
+
+def test_a_killed_run_is_reported_and_revert_restores_pristine(tmp_path, cli):
+    root = make_target(tmp_path / "repo", "ul-set")
+    before = tree_snapshot(root)
+    for k in range(1, 12):
+        result = _run_with_fault(root, f"kill-write:{k}", "apply", "toy")
+        if result.returncode == 0:
+            cli("revert", "--repo", root)
+            assert tree_snapshot(root) == before
+            break
+        assert result.returncode == 137
+        code, out, _ = cli("status", "--repo", root)
+        if (root / ".yolopatch" / "journal.json").exists():
+            assert "interrupted" in out
+            assert cli("apply", "toy", "--repo", root)[0] == 3
+        assert cli("revert", "--repo", root)[0] == 0
+        assert tree_snapshot(root) == before, f"not pristine after a kill at write {k}"
