@@ -1,0 +1,82 @@
+"""MobileNetV1 backbone (Howard et al., arXiv:1704.04861) returning a feature pyramid.
+
+Every layer after the stem is a depthwise-separable pair: a 3x3 depthwise conv and a 1x1 pointwise
+conv, each followed by BatchNorm and ReLU. There are no shortcuts.
+"""
+
+import torch
+from torch import nn
+
+# (output channels, stride) of the 13 depthwise-separable layers, Table 1 of the paper.
+DS_LAYERS = (
+    (64, 1),
+    (128, 2), (128, 1),
+    (256, 2), (256, 1),
+    (512, 2), (512, 1), (512, 1), (512, 1), (512, 1), (512, 1),
+    (1024, 2), (1024, 1),
+)
+STEM_CHANNELS = 32
+
+
+def make_divisible(value: float, divisor: int = 8) -> int:
+    """Round a scaled channel count to the nearest multiple of `divisor`, never losing more than 10%."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+def conv_bn_relu(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c1, c2, k, s, k // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(c2),
+        nn.ReLU(),
+    )
+
+
+class DepthwiseSeparable(nn.Module):
+    """3x3 depthwise conv (carries the stride) followed by a 1x1 pointwise conv."""
+
+    def __init__(self, c1: int, c2: int, s: int = 1):
+        super().__init__()
+        self.dw = conv_bn_relu(c1, c1, 3, s, groups=c1)
+        self.pw = conv_bn_relu(c1, c2, 1)
+
+    def forward(self, x):
+        return self.pw(self.dw(x))
+
+
+class MobileNetV1(nn.Module):
+    """MobileNetV1 feature extractor with outputs at strides 2, 4, 8, 16 and 32.
+
+    Each output is the last layer at its resolution, i.e. channels (64, 128, 256, 512, 1024) at width 1.0.
+    `width` is the paper's width multiplier alpha (channels rounded to multiples of 8).
+    """
+
+    def __init__(self, c1: int = 3, width: float = 1.0):
+        super().__init__()
+        stem = make_divisible(STEM_CHANNELS * width)
+        # Group layers into stages: a new stage starts at every stride-2 layer, so each stage ends at
+        # the last layer of one resolution and its output is one pyramid level.
+        stages = [[conv_bn_relu(c1, stem, 3, 2)]]
+        channels, strides = [stem], [2]
+        c_in = stem
+        for c, s in DS_LAYERS:
+            c_out = make_divisible(c * width)
+            if s == 2:
+                stages.append([])
+                strides.append(strides[-1] * 2)
+                channels.append(c_out)
+            stages[-1].append(DepthwiseSeparable(c_in, c_out, s))
+            channels[-1] = c_out
+            c_in = c_out
+        self.stages = nn.ModuleList(nn.Sequential(*layers) for layers in stages)
+        self.feature_channels = tuple(channels)
+        self.feature_strides = tuple(strides)
+
+    def forward(self, x: torch.Tensor) -> list:
+        outputs = []
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs

@@ -1,0 +1,138 @@
+"""Every shipped recipe on real upstream releases: apply -> every generated YAML builds and runs ->
+a second apply is a no-op -> revert leaves every byte as before. Also a YAML written by hand in the
+tutorials' convention (backbone at row 0, head rows 2, 3 and 5+) builds unchanged."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import upstream
+from lookalikes import tree_snapshot
+
+pytestmark = pytest.mark.real
+
+BUILD = Path(__file__).resolve().parents[2] / "yolopatch" / "probe.py"
+
+TARGETS = {
+    "ultralytics-newest": lambda: upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS),
+    "ultralytics-8.2": lambda: upstream.pristine("ultralytics", upstream.MIDDLE_ULTRALYTICS),
+    "yolov5-pypi": lambda: upstream.pristine("yolov5", upstream.YOLOV5_PACKAGE),
+    "yolov5-upstream": upstream.upstream_yolov5,
+}
+
+
+def yolopatch(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "yolopatch", *map(str, args)], capture_output=True, text=True)
+
+
+def shipped_recipes(family: str) -> list[str]:
+    listing = json.loads(yolopatch("list", "--json").stdout)
+    return [r["name"] for r in listing if family in r["targets"] and not r["requires"]]
+
+
+def build_all(root: Path, flavour: str, yamls: list[str]) -> list[dict]:
+    result = subprocess.run([sys.executable, str(BUILD), flavour, *yamls], cwd=root, env=upstream.target_env(root),
+                            capture_output=True, text=True, timeout=1500)
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert len(lines) == len(yamls), result.stderr[-3000:]
+    return lines
+
+
+@pytest.fixture(scope="module", params=list(TARGETS))
+def patched(request, tmp_path_factory):
+    """A fresh copy of the target with every shipped recipe applied (module-scoped: built once)."""
+    root = upstream.fresh_copy(TARGETS[request.param](), tmp_path_factory.mktemp(request.param) / "repo")
+    status = json.loads(yolopatch("status", "--repo", root, "--json").stdout)
+    family, flavour = status["target"]["family"], status["target"]["flavour"]
+    pristine = tree_snapshot(root)
+    names = shipped_recipes(family)
+    result = yolopatch("apply", *names, "--repo", root)
+    assert result.returncode == 0, result.stderr
+    return root, flavour, pristine, names
+
+
+def test_every_generated_yaml_builds_and_runs(patched):
+    root, flavour, _, _ = patched
+    state = json.loads((root / ".yolopatch" / "state.json").read_text())
+    yamls = sorted(rel for rel in state["files"] if rel.endswith(".yaml"))
+    assert yamls
+    failures = [r for r in build_all(root, flavour, yamls) if not r["ok"]]
+    assert not failures, "\n".join(f"{r['yaml']}: {r['error']}\n{r['trace']}" for r in failures)
+
+
+TUTORIAL_YOLOV8 = """\
+nc: 80
+scales:
+  n: [0.33, 0.25, 1024]
+backbone:
+  - [-1, 1, MobileNetV4ConvSmall, []]  # 0-4
+  - [-1, 1, SPPF, [1024, 5]]  # 5
+head:
+  - [-1, 1, nn.Upsample, [None, 2, 'nearest']]
+  - [[-1, 3], 1, Concat, [1]]
+  - [-1, 3, C2f, [512]]  # 8
+  - [-1, 1, nn.Upsample, [None, 2, 'nearest']]
+  - [[-1, 2], 1, Concat, [1]]
+  - [-1, 3, C2f, [256]]  # 11
+  - [-1, 1, Conv, [256, 3, 2]]
+  - [[-1, 8], 1, Concat, [1]]
+  - [-1, 3, C2f, [512]]  # 14
+  - [-1, 1, Conv, [512, 3, 2]]
+  - [[-1, 5], 1, Concat, [1]]
+  - [-1, 3, C2f, [1024]]  # 17
+  - [[11, 14, 17], 1, Detect, [nc]]
+"""
+
+TUTORIAL_YOLOV5 = """\
+nc: 80
+depth_multiple: 0.33
+width_multiple: 0.50
+anchors:
+  - [10,13, 16,30, 33,23]
+  - [30,61, 62,45, 59,119]
+  - [116,90, 156,198, 373,326]
+backbone:
+  [[-1, 1, MobileNetV4ConvSmall, []],  # 0-4
+   [-1, 1, SPPF, [1024, 5]],  # 5
+  ]
+head:
+  [[-1, 1, Conv, [512, 1, 1]],
+   [-1, 1, nn.Upsample, [None, 2, 'nearest']],
+   [[-1, 3], 1, Concat, [1]],
+   [-1, 3, C3, [512, False]],  # 9
+   [-1, 1, Conv, [256, 1, 1]],
+   [-1, 1, nn.Upsample, [None, 2, 'nearest']],
+   [[-1, 2], 1, Concat, [1]],
+   [-1, 3, C3, [256, False]],  # 13
+   [-1, 1, Conv, [256, 3, 2]],
+   [[-1, 10], 1, Concat, [1]],
+   [-1, 3, C3, [512, False]],  # 16
+   [-1, 1, Conv, [512, 3, 2]],
+   [[-1, 6], 1, Concat, [1]],
+   [-1, 3, C3, [1024, False]],  # 19
+   [[13, 16, 19], 1, Detect, [nc, anchors]],
+  ]
+"""
+
+
+def test_a_tutorial_yaml_builds_unchanged(patched, tmp_path):
+    root, flavour, _, _ = patched
+    path = tmp_path / "tutorial-mobilenetv4.yaml"
+    path.write_text(TUTORIAL_YOLOV8 if flavour == "ultralytics" else TUTORIAL_YOLOV5)
+    [result] = build_all(root, flavour, [str(path)])
+    assert result["ok"], result.get("trace")
+    assert result["strides"] == [8.0, 16.0, 32.0]
+
+
+def test_second_apply_is_a_noop_and_revert_is_byte_identical(patched):
+    root, _, pristine, names = patched
+    patched_tree = tree_snapshot(root)
+    again = yolopatch("apply", *names, "--repo", root)
+    assert again.returncode == 0 and "already applied" in again.stderr
+    assert tree_snapshot(root) == patched_tree
+    result = yolopatch("revert", "--repo", root)
+    assert result.returncode == 0, result.stderr
+    assert tree_snapshot(root) == pristine

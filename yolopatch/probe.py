@@ -1,0 +1,46 @@
+"""Build check, run as a script inside a target checkout's interpreter (it imports only torch and the
+target, never yolopatch): build each YAML through the target's own model class, run a forward pass at a
+non-square size, and print one JSON line per YAML. Used by `yolopatch demo` and the tests.
+
+usage: python probe.py FLAVOUR YAML [YAML ...]
+"""
+
+import json
+import sys
+import traceback
+
+import torch
+
+
+def model_class(flavour: str, yaml_path: str):
+    if flavour == "ultralytics":
+        from ultralytics.nn import tasks
+
+        return tasks.RTDETRDetectionModel if "rtdetr" in yaml_path.rsplit("/", 1)[-1] else tasks.DetectionModel
+    module = __import__("yolov5.models.yolo" if flavour == "yolov5-pypi" else "models.yolo", fromlist=["Model"])
+    return module.Model
+
+
+def build(flavour: str, yaml_path: str) -> dict:
+    torch.manual_seed(0)
+    model = model_class(flavour, yaml_path)(yaml_path)
+    model.eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 192, 256))
+    return {"params": sum(p.numel() for p in model.parameters()), "strides": [float(s) for s in model.stride]}
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    flavour, paths = sys.argv[1], sys.argv[2:]
+    for path in paths:
+        try:
+            result = {"yaml": path, "ok": True, **build(flavour, path)}
+        except Exception as exc:  # report and go on with the next YAML
+            result = {"yaml": path, "ok": False, "error": f"{type(exc).__name__}: {exc}",
+                      "trace": traceback.format_exc()[-1500:]}
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
