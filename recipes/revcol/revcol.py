@@ -15,11 +15,12 @@ away from zero, the relation can be inverted:
 so a column's inputs can be recomputed from its outputs. With ``save_memory=True`` each column runs
 inside ``_ReversibleColumn``, an autograd function that keeps only the column's outputs and
 recomputes everything else in the backward pass. ``save_memory=False`` (the default here) uses
-ordinary autograd: it is faster and has the same gradients; turn the flag on when activation
-memory is the bottleneck.
+ordinary autograd: it is faster and gives the same gradients (up to float round-off of the
+inversion); turn the flag on when activation memory is the bottleneck.
 
 The backbone returns the four levels of the last column. Attribute names mirror the layout of the
-reference implementation so its released state dicts load with ``load_state_dict``.
+reference implementation, so its released state dicts load with ``load_state_dict(..., strict=False)``
+(strict loading only trips over the first column's unused alphas, which this module does not create).
 """
 
 import contextlib
@@ -50,6 +51,8 @@ class DropPath(nn.Module):
 
     def __init__(self, p=0.0):
         super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop-path rate must be in [0, 1), got {p}")
         self.p = float(p)
 
     def forward(self, x):
@@ -333,7 +336,8 @@ class SubNet(nn.Module):
         for a in self.alphas:
             small = a.abs() < ALPHA_MIN
             if small.any():
-                a.data.copy_(torch.where(small, torch.where(a < 0, -ALPHA_MIN, ALPHA_MIN), a))
+                floor = torch.where(a < 0, -torch.ones_like(a), torch.ones_like(a)) * ALPHA_MIN
+                a.data.copy_(torch.where(small, floor, a))
 
     def forward(self, x, prev):
         """x: stem output; prev: the previous column's levels, or None for the first column."""
@@ -374,6 +378,8 @@ class RevCol(nn.Module):
         if len(channels) != 4 or len(layers) != 4:
             raise ValueError("RevCol needs exactly four levels (channels and layers of length 4)")
         self.num_subnet = int(num_subnet)
+        if self.num_subnet < 1:
+            raise ValueError("RevCol needs at least one column")
         self.feature_channels = channels
         self.feature_strides = (4, 8, 16, 32)
         self.stem = nn.Sequential(
@@ -410,33 +416,34 @@ class RevCol(nn.Module):
         return list(levels)
 
 
-def _variant_init(self, name, c1, drop_path, save_memory, kernel_size):
-    channels, layers, num_subnet, default_dp = VARIANTS[name]
-    RevCol.__init__(self, c1, channels, layers, num_subnet, kernel_size,
-                    default_dp if drop_path is None else drop_path, save_memory)
+class _RevColVariant(RevCol):
+    """A named configuration from ``VARIANTS``; YAML args: [drop_path, save_memory, kernel_size]."""
 
+    variant = "tiny"
 
-# YAML-facing variants: lower-case names as written in model YAMLs, constructor (c1, *yaml_args).
-class revcol_tiny(RevCol):  # noqa: N801
     def __init__(self, c1=3, drop_path=None, save_memory=False, kernel_size=3):
-        _variant_init(self, "tiny", c1, drop_path, save_memory, kernel_size)
+        channels, layers, num_subnet, default_dp = VARIANTS[self.variant]
+        if drop_path is None:
+            drop_path = default_dp
+        super().__init__(c1, channels, layers, num_subnet, kernel_size, drop_path, save_memory)
 
 
-class revcol_small(RevCol):  # noqa: N801
-    def __init__(self, c1=3, drop_path=None, save_memory=False, kernel_size=3):
-        _variant_init(self, "small", c1, drop_path, save_memory, kernel_size)
+# The names YAMLs use (lower case, as in the reference model builders).
+class revcol_tiny(_RevColVariant):  # noqa: N801
+    variant = "tiny"
 
 
-class revcol_base(RevCol):  # noqa: N801
-    def __init__(self, c1=3, drop_path=None, save_memory=False, kernel_size=3):
-        _variant_init(self, "base", c1, drop_path, save_memory, kernel_size)
+class revcol_small(_RevColVariant):  # noqa: N801
+    variant = "small"
 
 
-class revcol_large(RevCol):  # noqa: N801
-    def __init__(self, c1=3, drop_path=None, save_memory=False, kernel_size=3):
-        _variant_init(self, "large", c1, drop_path, save_memory, kernel_size)
+class revcol_base(_RevColVariant):  # noqa: N801
+    variant = "base"
 
 
-class revcol_xlarge(RevCol):  # noqa: N801
-    def __init__(self, c1=3, drop_path=None, save_memory=False, kernel_size=3):
-        _variant_init(self, "xlarge", c1, drop_path, save_memory, kernel_size)
+class revcol_large(_RevColVariant):  # noqa: N801
+    variant = "large"
+
+
+class revcol_xlarge(_RevColVariant):  # noqa: N801
+    variant = "xlarge"

@@ -1,10 +1,12 @@
 """Tests for the RevCol backbone recipe (recipes/revcol/revcol.py)."""
 
+import tomllib
+
 import pytest
 import torch
 import torch.nn as nn
 
-from conftest import count_params, load_recipe_module
+from conftest import RECIPES, count_params, load_recipe_module
 
 R = load_recipe_module("revcol", "revcol.py")
 
@@ -226,10 +228,6 @@ def test_no_grad_forward_skips_reversible_function():
 
 
 def test_recipe_toml_declares_module_outputs():
-    import tomllib
-
-    from conftest import RECIPES
-
     recipe = tomllib.loads((RECIPES / "revcol" / "recipe.toml").read_text())
     assert recipe["targets"] == ["yolov5", "ultralytics"]
     declared = {m["name"]: m for m in recipe["modules"]}
