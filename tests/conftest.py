@@ -6,7 +6,7 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 sys.path.insert(0, str(TESTS))
 
-FIXTURE_RECIPES = TESTS / "fixtures" / "recipes"
+from lookalikes import FIXTURE_RECIPES  # noqa: E402
 
 
 @pytest.fixture

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+FIXTURE_RECIPES = Path(__file__).resolve().parent / "fixtures" / "recipes"
+
 STYLES = ("v5-list", "v5-set", "v5-master", "ul-tuple", "ul-set", "ul-frozenset")
 
 

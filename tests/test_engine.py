@@ -7,8 +7,7 @@ import sys
 
 import pytest
 
-from lookalikes import STYLES, make_target, tree_snapshot
-from conftest import FIXTURE_RECIPES
+from lookalikes import FIXTURE_RECIPES, STYLES, make_target, tree_snapshot
 
 
 @pytest.fixture(params=STYLES)

@@ -97,16 +97,24 @@ def show(obj, recipe: str, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("recipes", nargs=-1, required=True)
+@click.argument("recipes", nargs=-1)
 @repo_option
+@click.option("--locked", is_flag=True, help="Apply exactly what yolopatch.lock pins (no recipe arguments).")
 @click.option("--dry-run", "mode", flag_value="dry-run", help="Say what would change; write nothing.")
 @click.option("--diff", "mode", flag_value="diff", help="Print the patch as a unified diff; write nothing.")
 @click.option("--check", "mode", flag_value="check", help="Exit 1 if applying would change files; write nothing.")
 @click.option("--force", is_flag=True, help="Keep going over edited patched files or existing destinations.")
 @click.pass_obj
-def apply(obj, recipes, repo: Path, mode: str | None, force: bool) -> None:
-    """Apply RECIPES to the checkout."""
-    result = _api().apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"])
+def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool) -> None:
+    """Apply RECIPES to the checkout (or, with --locked, what yolopatch.lock pins)."""
+    if locked:
+        if recipes or force:
+            raise click.UsageError("--locked takes no recipe arguments and no --force")
+        result = _api().apply_locked(repo, mode or "write", obj["recipe_dirs"])
+    elif not recipes:
+        raise click.UsageError("name at least one recipe (see `yolopatch list`), or use --locked")
+    else:
+        result = _api().apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"])
     if mode == "diff":
         click.echo(result.diff, nl=False)
     else:
@@ -128,6 +136,23 @@ def revert(obj, recipes, repo: Path, force: bool) -> None:
     for line in result.summary_lines:
         _say(line)
     _say(result.message)
+
+
+@cli.command()
+@repo_option
+@click.option("--no-figures", is_flag=True, help="Skip measuring the models (pin file hashes only).")
+def lock(repo: Path, no_figures: bool) -> None:
+    """Write yolopatch.lock: tool, target, recipes, output hashes and model figures."""
+    models = None if no_figures else _lock_figures(repo)
+    path = _api().lock(repo, models)
+    _say(f"wrote {path}")
+
+
+def _lock_figures(repo: Path):
+    """Per generated YAML: parameters, GFLOPs at 640 and strides, measured by verify --quick."""
+    from .verify import lock_figures
+
+    return lock_figures(repo)
 
 
 @cli.command()

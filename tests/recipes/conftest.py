@@ -1,31 +1,14 @@
-"""Shared helpers for the recipe module tests: load a shipped module file straight from recipes/."""
-
-import importlib.util
-import sys
-from pathlib import Path
+"""Recipe module tests share recipe_loader.py; torch runs on one thread (small CPU convolutions on
+two shared cores are far slower with two)."""
 
 import pytest
 
-RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    import torch
 
-def load_recipe_module(recipe: str, filename: str):
-    """Import recipes/<recipe>/<filename> as a standalone module (the way a target imports the copy)."""
-    path = RECIPES / recipe / filename
-    name = f"_recipe_{recipe}_{path.stem}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def count_params(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-@pytest.fixture
-def recipe_module():
-    return load_recipe_module
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

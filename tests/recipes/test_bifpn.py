@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import count_params, load_recipe_module
+from recipe_loader import count_params, load_recipe_module
 
 bf = load_recipe_module("bifpn", "bifpn.py")
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 bb = load_recipe_module("blazeblock", "blazeblock.py")
 RECIPE = tomllib.loads((RECIPES / "blazeblock" / "recipe.toml").read_text())

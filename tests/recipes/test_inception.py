@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 inc = load_recipe_module("inception", "inception.py")
 RECIPE = tomllib.loads((RECIPES / "inception" / "recipe.toml").read_text())

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 mnv1 = load_recipe_module("mobilenetv1", "mobilenetv1.py")
 RECIPE = tomllib.loads((RECIPES / "mobilenetv1" / "recipe.toml").read_text())

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 mnv2 = load_recipe_module("mobilenetv2", "mobilenetv2.py")
 RECIPE = tomllib.loads((RECIPES / "mobilenetv2" / "recipe.toml").read_text())

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 mnv3 = load_recipe_module("mobilenetv3", "mobilenetv3.py")
 RECIPE = tomllib.loads((RECIPES / "mobilenetv3" / "recipe.toml").read_text())

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 mnv4 = load_recipe_module("mobilenetv4", "mobilenetv4.py")
 RECIPE = tomllib.loads((RECIPES / "mobilenetv4" / "recipe.toml").read_text())

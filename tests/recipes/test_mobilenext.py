@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 mnx = load_recipe_module("mobilenext", "mobilenext.py")
 RECIPE = tomllib.loads((RECIPES / "mobilenext" / "recipe.toml").read_text())

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 sn1 = load_recipe_module("shufflenetv1", "shufflenetv1.py")
 RECIPE = tomllib.loads((RECIPES / "shufflenetv1" / "recipe.toml").read_text())

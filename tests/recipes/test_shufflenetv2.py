@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 sn2 = load_recipe_module("shufflenetv2", "shufflenetv2.py")
 RECIPE = tomllib.loads((RECIPES / "shufflenetv2" / "recipe.toml").read_text())

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import count_params, load_recipe_module
+from recipe_loader import count_params, load_recipe_module
 
 sn = load_recipe_module("slimneck", "slimneck.py")
 

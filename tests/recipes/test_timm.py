@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 timm = pytest.importorskip("timm")
 T = load_recipe_module("timm", "timm_backbone.py")

@@ -1,0 +1,24 @@
+"""Load a shipped recipe module file straight from recipes/ (the way a target imports its copy)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+
+def load_recipe_module(recipe: str, filename: str):
+    """Import recipes/<recipe>/<filename> as a standalone module (the way a target imports the copy)."""
+    path = RECIPES / recipe / filename
+    name = f"_recipe_{recipe}_{path.stem}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def count_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
