@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import manifest, recipes as recipe_store, targets
+from . import manifest, recipes as recipe_store, runlock, targets
 from .diffs import summary, unified_diff
 from .engine import Change, Transition, commit, edited_files, plan_transition, pristine_bytes
 from .errors import RefusedError, UsageError
@@ -62,15 +62,16 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
     if not names:
         raise UsageError("name at least one recipe (see `yolopatch list`)")
     target = targets.detect(repo)
-    requested = recipe_store.resolve(list(dict.fromkeys(names)), recipe_dirs)
-    recipe_store.check_supported(requested, target.family)
-    _refuse_if_interrupted(target.root)
-    old = manifest.load(target.root)
-    already = recipe_store.resolve(old.recipe_names, recipe_dirs) if old else []
-    wanted = {r.name: r for r in already + requested}
-    transition = _transition_to(target, old, list(wanted.values()), force,
-                                hint="revert with --force to discard those edits, or apply with --force to keep them")
-    return _finish(transition, target, ", ".join(sorted(r.name for r in requested)), mode)
+    with runlock.exclusive(target.root):
+        requested = recipe_store.resolve(list(dict.fromkeys(names)), recipe_dirs)
+        recipe_store.check_supported(requested, target.family)
+        _refuse_if_interrupted(target.root)
+        old = manifest.load(target.root)
+        already = recipe_store.resolve(old.recipe_names, recipe_dirs) if old else []
+        wanted = {r.name: r for r in already + requested}
+        transition = _transition_to(target, old, list(wanted.values()), force,
+                                    hint="revert with --force to discard those edits, or apply with --force to keep them")
+        return _finish(transition, target, ", ".join(sorted(r.name for r in requested)), mode)
 
 
 def _finish(transition: Transition, target, names_text: str, mode: str) -> Result:
@@ -89,32 +90,33 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
     from . import __version__, lockfile
 
     target = targets.detect(repo)
-    lock = lockfile.read(target.root)
-    if lock.tool != __version__:
-        raise RefusedError(f"{lockfile.LOCK_NAME} was written by yolopatch {lock.tool}; this is {__version__}")
-    for key in ("flavour", "version"):
-        if lock.target.get(key) != getattr(target, key):
-            raise RefusedError(f"{lockfile.LOCK_NAME} pins target {key} {lock.target.get(key)!r}, "
-                               f"the checkout has {getattr(target, key)!r}")
-    locked = recipe_store.resolve([r["name"] for r in lock.recipes], recipe_dirs)
-    for pinned, recipe in zip(lock.recipes, locked):
-        if recipe.content_hash() != pinned["hash"]:
-            raise RefusedError(f"recipe {recipe.name} changed since the lock (content hash "
-                               f"{pinned['hash'][:12]} -> {recipe.content_hash()[:12]})")
-    _refuse_if_interrupted(target.root)
-    old = manifest.load(target.root)
-    if old and sorted(old.recipe_names) != sorted(r.name for r in locked):
-        raise RefusedError(f"the checkout has {', '.join(old.recipe_names)} applied, the lock pins "
-                           f"{', '.join(r.name for r in locked)}; revert first")
-    transition = _transition_to(target, old, locked, force=False)
-    written = transition.new.files if transition.new else {}
-    for rel in sorted(set(written) | set(lock.files)):
-        got, pinned = (written[rel].sha256 if rel in written else None), lock.files.get(rel)
-        if got != pinned:
-            what = "is not written by this patch" if got is None else (
-                "is not pinned by the lock" if pinned is None else f"would have sha256 {got[:12]}, the lock pins {pinned[:12]}")
-            raise RefusedError(f"{rel} {what}; nothing was written")
-    return _finish(transition, target, ", ".join(r.name for r in locked), mode)
+    with runlock.exclusive(target.root):
+        lock = lockfile.read(target.root)
+        if lock.tool != __version__:
+            raise RefusedError(f"{lockfile.LOCK_NAME} was written by yolopatch {lock.tool}; this is {__version__}")
+        for key in ("flavour", "version"):
+            if lock.target.get(key) != getattr(target, key):
+                raise RefusedError(f"{lockfile.LOCK_NAME} pins target {key} {lock.target.get(key)!r}, "
+                                   f"the checkout has {getattr(target, key)!r}")
+        locked = recipe_store.resolve([r["name"] for r in lock.recipes], recipe_dirs)
+        for pinned, recipe in zip(lock.recipes, locked):
+            if recipe.content_hash() != pinned["hash"]:
+                raise RefusedError(f"recipe {recipe.name} changed since the lock (content hash "
+                                   f"{pinned['hash'][:12]} -> {recipe.content_hash()[:12]})")
+        _refuse_if_interrupted(target.root)
+        old = manifest.load(target.root)
+        if old and sorted(old.recipe_names) != sorted(r.name for r in locked):
+            raise RefusedError(f"the checkout has {', '.join(old.recipe_names)} applied, the lock pins "
+                               f"{', '.join(r.name for r in locked)}; revert first")
+        transition = _transition_to(target, old, locked, force=False)
+        written = transition.new.files if transition.new else {}
+        for rel in sorted(set(written) | set(lock.files)):
+            got, pinned = (written[rel].sha256 if rel in written else None), lock.files.get(rel)
+            if got != pinned:
+                what = "is not written by this patch" if got is None else (
+                    "is not pinned by the lock" if pinned is None else f"would have sha256 {got[:12]}, the lock pins {pinned[:12]}")
+                raise RefusedError(f"{rel} {what}; nothing was written")
+        return _finish(transition, target, ", ".join(r.name for r in locked), mode)
 
 
 def lock(repo: Path, models: list[dict] | None = None) -> Path:
@@ -122,45 +124,47 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
     from . import __version__, lockfile
 
     target = targets.detect(repo)
-    _refuse_if_interrupted(target.root)
-    state = manifest.load(target.root)
-    if state is None:
-        raise RefusedError(f"nothing is applied to {target.describe()}; apply recipes before locking")
-    edited = edited_files(target.root, state)
-    if edited:
-        raise RefusedError(f"{edited[0]} was changed since yolopatch wrote it; the lock would not be reproducible")
-    record = lockfile.Lock(
-        tool=__version__,
-        target={"flavour": target.flavour, "version": target.version,
-                "git_commit": lockfile.git_commit(target.root)},
-        recipes=[{**r, "options": {}} for r in state.recipes],
-        files={rel: rec.sha256 for rel, rec in state.files.items()},
-        models=models or [],
-    )
-    return lockfile.write(target.root, record)
+    with runlock.exclusive(target.root):
+        _refuse_if_interrupted(target.root)
+        state = manifest.load(target.root)
+        if state is None:
+            raise RefusedError(f"nothing is applied to {target.describe()}; apply recipes before locking")
+        edited = edited_files(target.root, state)
+        if edited:
+            raise RefusedError(f"{edited[0]} was changed since yolopatch wrote it; the lock would not be reproducible")
+        record = lockfile.Lock(
+            tool=__version__,
+            target={"flavour": target.flavour, "version": target.version,
+                    "git_commit": lockfile.git_commit(target.root)},
+            recipes=[{**r, "options": {}} for r in state.recipes],
+            files={rel: rec.sha256 for rel, rec in state.files.items()},
+            models=models or [],
+        )
+        return lockfile.write(target.root, record)
 
 
 def revert(repo: Path, names: list[str] | None = None, force: bool = False,
            recipe_dirs: tuple[Path, ...] = ()) -> Result:
     target = targets.detect(repo)
-    if manifest.journal_path(target.root).exists():
-        return _recover(target)
-    old = manifest.load(target.root)
-    if old is None:
-        _remove_empty_state_dir(target.root)
-        return Result(f"nothing applied to {target.describe()}; nothing to do")
-    applied = old.recipe_names
-    names = list(dict.fromkeys(names or []))
-    unknown = [n for n in names if n not in applied]
-    if unknown:
-        raise UsageError(f"{', '.join(unknown)} not applied here (applied: {', '.join(applied)})")
-    keep = [n for n in applied if names and n not in names]
-    wanted = recipe_store.resolve(keep, recipe_dirs) if keep else []
-    transition = _transition_to(target, old, wanted, force, hint="revert with --force to discard those edits")
-    commit(transition)
-    what = ", ".join(names) if names else ", ".join(applied)
-    return Result(f"reverted {what} from {target.describe()}: {len(transition.changes)} file(s) restored",
-                  transition.changes, wrote=True)
+    with runlock.exclusive(target.root):
+        if manifest.journal_path(target.root).exists():
+            return _recover(target)
+        old = manifest.load(target.root)
+        if old is None:
+            _remove_empty_state_dir(target.root)
+            return Result(f"nothing applied to {target.describe()}; nothing to do")
+        applied = old.recipe_names
+        names = list(dict.fromkeys(names or []))
+        unknown = [n for n in names if n not in applied]
+        if unknown:
+            raise UsageError(f"{', '.join(unknown)} not applied here (applied: {', '.join(applied)})")
+        keep = [n for n in applied if names and n not in names]
+        wanted = recipe_store.resolve(keep, recipe_dirs) if keep else []
+        transition = _transition_to(target, old, wanted, force, hint="revert with --force to discard those edits")
+        commit(transition)
+        what = ", ".join(names) if names else ", ".join(applied)
+        return Result(f"reverted {what} from {target.describe()}: {len(transition.changes)} file(s) restored",
+                      transition.changes, wrote=True)
 
 
 def _remove_empty_state_dir(root: Path) -> None:

@@ -176,6 +176,38 @@ def status(repo: Path, as_json: bool) -> None:
 
 
 @cli.command()
+@repo_option
+@click.option("--python", "python", default=None, help="Interpreter to inspect (default: this one).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def doctor(repo: Path, python: str | None, as_json: bool) -> None:
+    """Which copy of the target Python imports, library versions, and the state folder's health."""
+    from .doctor import diagnose
+
+    report = diagnose(repo, python)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        t, imports = report["target"], report["imports"]
+        click.echo(f"target:       {t['flavour']} {t['version']} at {t['root']}")
+        if "imports_from" in imports:
+            editable = {True: " (editable install)", False: " (regular install)"}.get(imports.get("editable"), "")
+            click.echo(f"python:       {imports['python']}")
+            click.echo(f"imports from: {imports['imports_from']}{editable}")
+            versions = ", ".join(f"{k} {v or 'missing'}" for k, v in imports["versions"].items())
+            click.echo(f"versions:     {versions}")
+        elif "note" in imports:
+            click.echo(f"imports:      {imports['note']}")
+        else:
+            click.echo(f"imports:      could not run the interpreter: {imports.get('error')}")
+        applied = report["state"]["applied"]
+        click.echo(f"applied:      {', '.join(applied) if applied else 'nothing'}")
+        for problem in report["problems"]:
+            click.echo(f"problem:      {problem}")
+        if not report["problems"]:
+            click.echo("no problems found")
+
+
+@cli.command()
 @click.option("--recipe", default="mobilenetv4", show_default=True, help="Recipe to demonstrate.")
 @click.option("--keep", type=click.Path(path_type=Path), default=None,
               help="Work in this folder and leave the patched copy there.")
@@ -184,6 +216,31 @@ def demo(recipe: str, keep: Path | None) -> None:
     from .demo import run_demo
 
     run_demo(recipe, keep, _say)
+
+
+@cli.command()
+@repo_option
+@click.option("--recipe", "recipe_names", multiple=True,
+              help="Verify the YAMLs of this applied recipe only (repeatable; default: every applied recipe).")
+@click.option("--yaml", "yaml_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Verify this model YAML too (repeatable); works on a checkout patched by hand.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/verify.md).")
+@click.option("--quick", is_flag=True, help="Only import, names, build, shapes and figures.")
+@click.option("--export", type=click.Choice(["onnx"]), default=None,
+              help="Also export with the target's exporter and compare onnxruntime with PyTorch.")
+@click.option("--python", "python", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The target's interpreter (default: the one running yolopatch).")
+@click.pass_obj
+def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool, export, python) -> None:
+    """Prove the patched checkout imports, builds, trains a step, reloads and exports (exit 4 on a failure)."""
+    from .errors import VerifyError
+    from .verify import run_verify  # lazily: the verify side stays out of every other command
+
+    report = run_verify(repo, recipe_names, yaml_files, quick=quick, export=export, python=python,
+                        recipe_dirs=obj["recipe_dirs"], progress=_say)
+    click.echo(report.to_json() if as_json else report.table())
+    if not report.passed:
+        raise VerifyError(report.failure_summary())
 
 
 def main(argv=None) -> None:

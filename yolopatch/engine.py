@@ -102,6 +102,7 @@ def plan_transition(target: Target, old: State | None, planned: list[PlannedFile
     desired: dict[str, tuple[bytes | None, int | None]] = {}
 
     for item in planned:
+        _refuse_outside(root, item.rel)
         current = read_or_none(root / item.rel)
         if item.rel in old_files:
             kind, original_mode = old_files[item.rel].kind, old_files[item.rel].original_mode
@@ -145,6 +146,21 @@ def plan_transition(target: Target, old: State | None, planned: list[PlannedFile
                           recipes=recipes, files=new_records, dirs=kept_dirs + needed_dirs)
     return Transition(target=target, old=old, new=new_state, changes=changes, save_originals=originals,
                       create_dirs=needed_dirs, remove_dirs=sorted(remove_dirs, key=len, reverse=True))
+
+
+def _refuse_outside(root: Path, rel: str) -> None:
+    """Every write stays inside the checkout: no absolute or '..' paths, no symlink leading out."""
+    path = root / rel
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        raise RefusedError(f"refusing to write {rel}: not a path inside the checkout")
+    if path.is_symlink():
+        raise RefusedError(f"refusing to write {rel}: it is a symlink")
+    real_root = root.resolve()
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.resolve().is_relative_to(real_root):
+        raise RefusedError(f"refusing to write {rel}: {parent.relative_to(root)} leads outside the checkout")
 
 
 def _missing_parents(root: Path, rels: list[str], known: set[str]) -> list[str]:

@@ -62,9 +62,11 @@ class Recipe:
         return [y for y in self.yamls if y.target == family]
 
     def content_hash(self) -> str:
-        """sha256 over recipe.toml and every shipped file (name + bytes), in a fixed order."""
+        """sha256 over recipe.toml, every shipped file and the recipe's own templates, in a fixed order."""
         digest = hashlib.sha256()
-        for rel in ["recipe.toml", *sorted(self.files)]:
+        own_templates = sorted(p.relative_to(self.folder).as_posix() for p in (self.folder / "templates").rglob("*")
+                               if p.is_file()) if (self.folder / "templates").is_dir() else []
+        for rel in ["recipe.toml", *sorted(self.files), *own_templates]:
             digest.update(rel.encode() + b"\0")
             digest.update((self.folder / rel).read_bytes() + b"\0")
         return digest.hexdigest()

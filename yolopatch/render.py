@@ -17,9 +17,13 @@ def _flow(value) -> str:
     return json.dumps(value)
 
 
-def _environment() -> ImmutableSandboxedEnvironment:
+def _environment(recipe: Recipe) -> ImmutableSandboxedEnvironment:
+    """A recipe's own templates/ folder first (user recipes may bring templates), then the shipped ones."""
     env = ImmutableSandboxedEnvironment(
-        loader=jinja2.FileSystemLoader(str(resources.templates_dir())),
+        loader=jinja2.ChoiceLoader([
+            jinja2.FileSystemLoader(str(recipe.folder / "templates"), followlinks=False),
+            jinja2.FileSystemLoader(str(resources.templates_dir())),
+        ]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         autoescape=False,
@@ -31,9 +35,11 @@ def _environment() -> ImmutableSandboxedEnvironment:
 def render_yaml(recipe: Recipe, spec: YamlSpec, dialect: str) -> bytes:
     context = {**spec.vars, "dialect": dialect, "yaml_name": spec.name, "recipe": recipe.name}
     try:
-        text = _environment().get_template(spec.template).render(**context)
+        text = _environment(recipe).get_template(spec.template).render(**context)
     except jinja2.TemplateNotFound:
         raise RefusedError(f"recipe {recipe.name}: template {spec.template!r} not found in templates/") from None
+    except jinja2.exceptions.SecurityError as exc:
+        raise RefusedError(f"recipe {recipe.name}: template {spec.template} tried an unsafe operation ({exc})") from None
     except jinja2.TemplateError as exc:
         raise RefusedError(f"recipe {recipe.name}: template {spec.template} failed for {spec.name}: {exc}") from None
     return text.encode("utf-8")

@@ -27,6 +27,10 @@ class ParserPatch:
 
 def parse(source: bytes, file: str) -> cst.Module:
     try:
+        source.decode("utf-8")  # every supported release ships UTF-8 sources
+    except UnicodeDecodeError:
+        raise RefusedError(f"{file} is not valid UTF-8 text; nothing was written") from None
+    try:
         return cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
         raise RefusedError(f"{file} does not parse as Python ({str(exc).splitlines()[0]}); nothing was written") from None

@@ -1,0 +1,163 @@
+"""`yolopatch verify`: prove a patched checkout builds, runs, trains a step, reloads and exports.
+
+This side never imports torch or the target. It decides what to check (selection), prepares a pristine
+scratch copy for the stock comparison (scratch), runs runner.py in the target's interpreter, one process
+for the checkout and one for the pristine copy, in parallel (process), and assembles the report (report).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+from .. import manifest, targets
+from ..engine import edited_files
+from ..errors import RefusedError, UsageError
+from . import stock
+from .process import Runner, runner_env
+from .report import MODEL_STEPS, STEPS, VerifyReport
+from .scratch import pristine_copy
+from .selection import Selection, select, stock_models
+
+__all__ = ["run_verify", "VerifyReport", "STEPS"]
+
+EXPORT_FORMATS = ("onnx",)
+QUICK_STEPS = ("import", "names", "build", "shapes", "figures")
+
+
+def plan_steps(quick: bool, export: str | None, has_state: bool) -> tuple:
+    """(steps to run, reason for each step left out)."""
+    reasons = {}
+    steps = [s for s in STEPS if s in QUICK_STEPS] if quick else [s for s in STEPS if s != "export"]
+    for step in STEPS:
+        if quick and step not in QUICK_STEPS:
+            reasons[step] = "not run with --quick"
+    if export and not quick:
+        steps.append("export")
+    elif not quick:
+        reasons["export"] = "not requested (--export onnx)"
+    if not has_state and "stock" in steps:
+        steps.remove("stock")
+        reasons["stock"] = "no .yolopatch/ state: the pristine files are unknown (checkout patched by hand?)"
+    return steps, reasons
+
+
+def _python(python: str | None) -> str:
+    if not python:
+        return sys.executable
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise UsageError(f"--python {python}: not an executable file")
+    return python
+
+
+def _base_spec(target, selection: Selection, steps: list, reasons: dict, work: Path) -> dict:
+    parser_module = target.parser_file[:-3].replace("/", ".")
+    prefix = "yolov5." if target.flavour == "yolov5-pypi" else ""
+    hyp = None
+    if target.family == "yolov5":
+        base = target.root / ("yolov5" if prefix else "")
+        for name in ("data/hyps/hyp.scratch-low.yaml", "data/hyps/hyp.scratch.yaml", "data/hyp.scratch.yaml"):
+            if (base / name).is_file():
+                hyp = str(base / name)
+                break
+    return {"family": target.family, "flavour": target.flavour, "version": target.version,
+            "package": parser_module.split(".")[0], "parser_module": parser_module, "package_prefix": prefix,
+            "hyp_file": hyp, "modules": selection.modules, "new_module_files": selection.new_module_files,
+            "steps": steps, "reasons": reasons, "shadow_check": target.flavour != "yolov5-upstream"}
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return path
+
+
+def _skipped_models(selection: Selection, reason: str) -> list:
+    return [{"name": Path(y["path"]).stem, "yaml": y["path"], "scale": None, "kind": y["kind"], "source": y["source"],
+             "params": None, "gflops": None, "strides": None, "output_shapes": None, "new_modules": [],
+             "steps": {s: {"status": "skipped", "message": reason, "seconds": 0.0} for s in MODEL_STEPS}}
+            for y in selection.yamls]
+
+
+def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: str | None = None,
+               python: str | None = None, recipe_dirs=(), progress: Callable[[str], None] | None = None,
+               timeout: float = 1800.0) -> VerifyReport:
+    """Verify the checkout at `repo`; raises RefusedError (exit 3) when there is nothing to verify."""
+    started = time.perf_counter()
+    target = targets.detect(Path(repo))
+    if manifest.journal_path(target.root).exists():
+        raise RefusedError("an earlier yolopatch run on this checkout was interrupted; run `yolopatch revert` first")
+    if export is not None and export not in EXPORT_FORMATS:
+        raise UsageError(f"--export {export}: supported formats are {', '.join(EXPORT_FORMATS)}")
+    state = manifest.load(target.root)
+    selection = select(target, state, list(recipes), [Path(y) for y in yamls], tuple(Path(d) for d in recipe_dirs))
+    interpreter = _python(python)
+    steps, reasons = plan_steps(quick, export, state is not None)
+    notes = list(selection.notes)
+    if state is not None and edited_files(target.root, state):
+        notes.append(f"files changed since yolopatch wrote them: {', '.join(sorted(edited_files(target.root, state)))}"
+                     " (verified as they are now)")
+    stock_items = stock_models(target) if "stock" in steps else []
+
+    with tempfile.TemporaryDirectory(prefix="yolopatch-verify-") as tmp:
+        work = Path(tmp)
+        base = _base_spec(target, selection, steps, reasons, work)
+        pristine = None
+        if "stock" in steps:
+            copy = pristine_copy(target, state, work / "pristine")
+            spec = {**base, "mode": "stock", "root": str(copy), "shadow_check": False, "yamls": [],
+                    "stock": stock_items, "work_dir": str(work / "pristine-work"),
+                    "result": str(work / "pristine-result.json")}
+            pristine = Runner(interpreter, spec, runner_env(copy, work), work, "pristine").start()
+        spec = {**base, "mode": "verify", "root": str(target.root), "yamls": selection.yamls, "stock": stock_items,
+                "work_dir": str(work / "verify-work"), "result": str(work / "verify-result.json")}
+        (work / "verify-work").mkdir()
+        main = Runner(interpreter, spec, runner_env(target.root, work), work, "verify", progress).start()
+        outcome = main.wait(timeout)
+        pristine_outcome = pristine.wait(max(60.0, timeout - (time.perf_counter() - started))) if pristine else None
+        report = _assemble(target, interpreter, selection, steps, reasons, stock_items, outcome, pristine_outcome,
+                           notes, timeout)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _assemble(target, interpreter, selection, steps, reasons, stock_items, outcome, pristine_outcome, notes,
+              timeout) -> VerifyReport:
+    result = outcome.result
+    info = {"flavour": target.flavour, "family": target.family, "version": target.version, "root": str(target.root),
+            "python": interpreter, "python_version": None, "torch": None}
+    checks: dict = {}
+    if result is None:
+        why = f"timed out after {timeout:.0f}s" if outcome.timed_out else f"exited with code {outcome.returncode}"
+        checks["runner"] = {"status": "failed", "seconds": 0.0,
+                            "message": f"the verify runner in {interpreter} {why} without a result; last output: "
+                                       f"{outcome.tail()}"}
+        models = _skipped_models(selection, "the runner did not report")
+    else:
+        info.update(python_version=result["runner"].get("version"), torch=result["runner"].get("torch"))
+        checks["import"] = result["checks"]["import"]
+        models = result["models"]
+        notes = notes + list(result.get("notes") or [])
+    imported = result is not None and checks["import"]["status"] == "passed"
+    if "stock" not in steps:
+        checks["stock"] = {"status": "not-run", "message": reasons.get("stock", "not requested"), "models": []}
+    elif not imported:
+        checks["stock"] = {"status": "skipped", "message": "the checkout could not be imported", "models": []}
+    else:
+        pristine = pristine_outcome.result
+        problem = ""
+        if pristine is None:
+            problem = f"its runner exited with code {pristine_outcome.returncode}; last output: {pristine_outcome.tail()}"
+        elif pristine["checks"]["import"]["status"] != "passed":
+            problem = pristine["checks"]["import"]["message"]
+        checks["stock"] = stock.compare(stock_items, result.get("stock") or {},
+                                        (pristine or {}).get("stock") or {}, problem)
+    for model in models:
+        model["yaml"] = _relative(model["yaml"], target.root)
+    return VerifyReport(target=info, steps=list(steps), checks=checks, models=models,
+                        recipes=list(selection.recipes), notes=notes)

@@ -1,0 +1,106 @@
+"""Launch runner.py in the target's interpreter: the environment it gets, progress streamed back, the
+JSON result read from a file, a time limit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+RUNNER = Path(__file__).resolve().parent / "runner.py"
+PROGRESS_PREFIX = "@yolopatch-verify "   # runner_env.PROGRESS_PREFIX (the runner never imports yolopatch)
+
+
+def runner_env(import_root: Path, work: Path, base: dict | None = None) -> dict:
+    """The checkout first on PYTHONPATH, no bytecode written into it, every config and settings folder the
+    targets write to moved into the scratch folder, no network installs or downloads."""
+    env = dict(os.environ if base is None else base)
+    user_path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = os.pathsep.join([str(import_root)] + ([user_path] if user_path else []))
+    config = work / "config"
+    env.update({
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "YOLO_OFFLINE": "1",              # ultralytics: no hub events or online checks
+        "YOLO_AUTOINSTALL": "false",      # ultralytics: never pip-install a missing requirement
+        "PIP_NO_INDEX": "1",              # and any pip a target spawns stays offline
+        "YOLO_VERBOSE": "False",
+        "YOLO_CONFIG_DIR": str(config),   # ultralytics settings.json, fonts
+        "YOLOV5_CONFIG_DIR": str(config),  # yolov5 fonts and settings
+        "MPLCONFIGDIR": str(work / "matplotlib"),
+        # Checkpoints pickle module objects; targets written before torch 2.6 call torch.load without
+        # weights_only and would be refused by the new default. Explicit weights_only=True still wins.
+        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
+    })
+    env.pop("PYTHONSTARTUP", None)
+    return env
+
+
+@dataclass
+class RunnerResult:
+    result: dict | None     # None: the runner exited without writing one
+    returncode: int
+    log: Path
+    timed_out: bool = False
+
+    def tail(self, lines: int = 8) -> str:
+        try:
+            text = self.log.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+class Runner:
+    """One runner subprocess; start() returns at once, wait() collects the result."""
+
+    def __init__(self, python: str, spec: dict, env: dict, work: Path, name: str,
+                 on_progress: Callable[[str], None] | None = None):
+        self.spec_path = work / f"{name}-spec.json"
+        self.result_path = Path(spec["result"])
+        self.log = work / f"{name}.log"
+        self.spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
+        self.cmd = [python, str(RUNNER), str(self.spec_path)]
+        self.env, self.cwd = env, work / f"{name}-cwd"
+        self.on_progress = on_progress
+        self.proc: subprocess.Popen | None = None
+        self.reader: threading.Thread | None = None
+
+    def start(self) -> "Runner":
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        self.reader = threading.Thread(target=self._pump, daemon=True)
+        self.reader.start()
+        return self
+
+    def _pump(self) -> None:
+        prefix = PROGRESS_PREFIX.encode()
+        with open(self.log, "wb") as log:
+            for line in self.proc.stdout:
+                log.write(line)
+                if line.startswith(prefix) and self.on_progress is not None:
+                    self.on_progress(line[len(prefix):].decode("utf-8", "replace").rstrip())
+
+    def wait(self, timeout: float) -> RunnerResult:
+        timed_out = False
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the runner's own session: it and its reload child
+            self.proc.wait()
+        self.reader.join(timeout=10)
+        result = None
+        if self.result_path.is_file():
+            try:
+                result = json.loads(self.result_path.read_text(encoding="utf-8"))
+            except ValueError:
+                result = None
+        return RunnerResult(result, self.proc.returncode, self.log, timed_out)

@@ -1,0 +1,111 @@
+"""Facts about one built model: which layers are new modules, what channels parse_model declared for
+every row, and the input sizes the checks use."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import torch
+
+# Hand-patched checkouts (no .yolopatch/ state) give no list of new module files; then a layer counts as
+# new when its class lives outside the target's stock module files.
+_STOCK_MODULE_FILES = {
+    "ultralytics": {"block", "conv", "head", "transformer", "activation", "utils", "tasks", "modules"},
+    "yolov5": {"common", "experimental", "yolo"},
+}
+
+
+@dataclass
+class NewModule:
+    position: int          # index in model.model (= YAML row order)
+    index: int             # the layer's m.i (row number after multi-output backbones)
+    layer: torch.nn.Module
+    declared: dict = field(default_factory=dict)  # the recipe's declaration (role, channels, strides)
+
+    @property
+    def name(self) -> str:
+        return type(self.layer).__name__
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} (layer {self.index})"
+
+
+def is_multi_output(layer) -> bool:
+    return hasattr(layer, "feature_strides") and hasattr(layer, "feature_channels")
+
+
+def new_modules(model, spec: dict) -> list:
+    declared = spec.get("modules") or {}
+    files = set(spec.get("new_module_files") or [])
+    stock = _STOCK_MODULE_FILES[spec["family"]]
+    found = []
+    for position, layer in enumerate(model.model):
+        cls = type(layer)
+        module = cls.__module__ or ""
+        if files or declared:
+            new = cls.__name__ in declared or module in files
+        else:
+            new = not module.startswith(("torch.", "torchvision.")) and module.rsplit(".", 1)[-1] not in stock
+        if new:
+            found.append(NewModule(position, int(getattr(layer, "i", position)), layer, declared.get(cls.__name__, {})))
+    return found
+
+
+class DeclaredChannels:
+    """Wrap the parser module's parse_model for one build and keep its final `ch` list: the output
+    channels parse_model recorded for every row, i.e. what each layer declared to the next ones."""
+
+    def __init__(self, parser_module):
+        self.module = parser_module
+        self.channels: list = []
+
+    def __enter__(self):
+        original = self.module.parse_model
+        code = original.__code__
+
+        def profile(frame, event, _arg):
+            if event == "return" and frame.f_code is code:
+                self.channels = [int(c) for c in frame.f_locals.get("ch", []) if isinstance(c, int)]
+
+        def wrapper(*args, **kwargs):
+            previous = sys.getprofile()
+            sys.setprofile(profile)
+            try:
+                return original(*args, **kwargs)
+            finally:
+                sys.setprofile(previous)
+
+        self.original = original
+        self.module.parse_model = wrapper
+        return self
+
+    def __exit__(self, *exc):
+        self.module.parse_model = self.original
+        return False
+
+
+def max_stride(model) -> int:
+    stride = getattr(model, "stride", None)
+    try:
+        value = int(max(float(s) for s in stride))
+    except (TypeError, ValueError):
+        value = 32
+    return max(32, value)
+
+
+def check_sizes(model) -> list:
+    """Two input sizes for the shape checks, a square and a non-square one, multiples of the max stride."""
+    s = max_stride(model)
+    return [(4 * s, 4 * s), (3 * s, 5 * s)]
+
+
+def train_size(model) -> tuple:
+    s = max_stride(model)
+    return (3 * s, 5 * s)
+
+
+def seeded_input(size: tuple, batch: int = 1, seed: int = 1):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(batch, 3, size[0], size[1], generator=generator)
