@@ -71,10 +71,10 @@ def _ultralytics(root: Path) -> Target:
     version = _dunder_version(pkg / "__init__.py") or "unknown"
     _check_supported("ultralytics", version, "ultralytics")
     modules_dir = "ultralytics/nn/modules" if (pkg / "nn" / "modules").is_dir() else "ultralytics/nn"
-    if (pkg / "cfg" / "models").is_dir():
-        cfg_dir = "ultralytics/cfg/models/yolopatch"
-    else:
-        cfg_dir = "ultralytics/models/yolopatch"
+    # Next to the release's own model YAMLs: cfg/models (8.0.1xx+), models/ (8.0.4x+), yolo/v8/models (8.0.0).
+    candidates = ("ultralytics/cfg/models", "ultralytics/models", "ultralytics/yolo/v8/models")
+    models_root = next((c for c in candidates if (root / c).is_dir()), candidates[0])
+    cfg_dir = f"{models_root}/yolopatch"
     dialect = "scales" if parse_version(version) >= (8, 0, 51) else "multiples"
     return Target(root=root, flavour="ultralytics", family="ultralytics", version=version,
                   parser_file="ultralytics/nn/tasks.py", modules_dir=modules_dir,
