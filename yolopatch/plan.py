@@ -64,12 +64,29 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
     patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)
     _check_output(patched, patch, target)
     add(target.parser_file, patched, modifies=True)
+    backbones = _backbone_choices(recipes, target.family)
     for recipe in recipes:
         for spec in recipe.yamls_for(target.family):
             if "rtdetr" in spec.template and not _has_rtdetr(parser_source):
                 continue  # this release has no RT-DETR model class
-            add(f"{target.cfg_dir}/{spec.name}.yaml", render_yaml(recipe, spec, target.yaml_dialect))
+            if not spec.per_backbone:
+                add(f"{target.cfg_dir}/{spec.name}.yaml", render_yaml(recipe, spec, target.yaml_dialect))
+                continue
+            for owner, (module, args) in backbones.items():  # compose with every applied backbone recipe
+                name = spec.name.replace("{backbone}", owner)
+                extra = {"backbone": module, "args": args}
+                add(f"{target.cfg_dir}/{name}.yaml", render_yaml(recipe, spec, target.yaml_dialect, extra, name))
     return [planned[rel] for rel in sorted(planned)]
+
+
+def _backbone_choices(recipes: list[Recipe], family: str) -> dict[str, tuple[str, list]]:
+    """Recipe name -> (backbone module, YAML args) its own YAMLs use, for YAMLs that compose recipes."""
+    choices = {}
+    for recipe in recipes:
+        found = [spec.backbone_choice for spec in recipe.yamls_for(family) if spec.backbone_choice]
+        if found:
+            choices[recipe.name] = found[0]
+    return choices
 
 
 def _check_output(patched: bytes, patch: ParserPatch, target: Target) -> None:

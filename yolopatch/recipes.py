@@ -39,6 +39,14 @@ class YamlSpec:
     target: str
     template: str
     vars: dict = field(default_factory=dict, hash=False, compare=False)
+    per_backbone: bool = False  # rendered once per applied backbone recipe; `{backbone}` in name = its recipe
+
+    @property
+    def backbone_choice(self) -> tuple[str, list] | None:
+        """(module name, args) when this YAML puts a backbone module at row 0."""
+        if self.per_backbone or "backbone" not in self.vars:
+            return None
+        return self.vars["backbone"], list(self.vars.get("args", []))
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,9 @@ def _parse_module(folder: Path, raw: dict, files: tuple[str, ...]) -> Module:
 
 def _parse_yaml(folder: Path, raw: dict) -> YamlSpec:
     name, target, template = raw.get("name"), raw.get("target"), raw.get("template")
-    if not isinstance(name, str) or not _RECIPE_NAME.match(name):
+    per_backbone = bool(raw.get("per_backbone", False))
+    plain_name = name.replace("{backbone}", "x") if per_backbone and isinstance(name, str) else name
+    if not isinstance(name, str) or not _RECIPE_NAME.match(str(plain_name)):
         raise _fail(folder, f"yaml name {name!r} must be lower-case letters, digits, '-' or '_'")
     if target not in TARGET_FAMILIES:
         raise _fail(folder, f"yaml {name}: target {target!r} is not one of {', '.join(TARGET_FAMILIES)}")
@@ -128,7 +138,7 @@ def _parse_yaml(folder: Path, raw: dict) -> YamlSpec:
     variables = raw.get("vars", {})
     if not isinstance(variables, dict):
         raise _fail(folder, f"yaml {name}: vars must be a table")
-    return YamlSpec(name=name, target=target, template=template, vars=variables)
+    return YamlSpec(name=name, target=target, template=template, vars=variables, per_backbone=per_backbone)
 
 
 def load_recipe(folder: Path) -> Recipe:

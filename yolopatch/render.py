@@ -32,8 +32,10 @@ def _environment(recipe: Recipe) -> ImmutableSandboxedEnvironment:
     return env
 
 
-def render_yaml(recipe: Recipe, spec: YamlSpec, dialect: str) -> bytes:
-    context = {**spec.vars, "dialect": dialect, "yaml_name": spec.name, "recipe": recipe.name}
+def render_yaml(recipe: Recipe, spec: YamlSpec, dialect: str, extra: dict | None = None,
+                name: str | None = None) -> bytes:
+    context = {**spec.vars, **(extra or {}), "dialect": dialect, "yaml_name": name or spec.name,
+               "recipe": recipe.name}
     try:
         text = _environment(recipe).get_template(spec.template).render(**context)
     except jinja2.TemplateNotFound:
