@@ -66,7 +66,9 @@ def _recipe_json(recipe) -> dict:
         "targets": list(recipe.targets), "requires": list(recipe.requires), "notes": recipe.notes,
         "modules": [{"name": m.name, "role": m.role, "file": m.file, "repeats": m.repeats,
                      "channels": list(m.channels), "strides": list(m.strides)} for m in recipe.modules],
-        "yamls": [{"name": y.name, "target": y.target, "template": y.template} for y in recipe.yamls],
+        "yamls": [{"name": y.name, "target": y.target, "template": y.template, "per_backbone": y.per_backbone}
+                  for y in recipe.yamls],
+        "figures": recipe.figures(),
     }
 
 
@@ -91,9 +93,15 @@ def show(obj, recipe: str, as_json: bool) -> None:
     for m in found.modules:
         extra = f" channels {list(m.channels)} strides {list(m.strides)}" if m.role == "backbone" else ""
         click.echo(f"  {m.name:<28} {m.role}{' (repeats)' if m.repeats else ''}{extra}")
-    click.echo("yamls:")
+    figures = {f["yaml"]: f for f in found.figures()}
+    click.echo("yamls (parameters and GFLOPs at 640, measured at the YAML's default scale):")
     for y in found.yamls:
-        click.echo(f"  {y.name + '.yaml':<32} {y.target}")
+        if y.per_backbone:
+            click.echo(f"  {y.name + '.yaml':<32} {y.target:<12} one per applied backbone recipe")
+            continue
+        f = figures.get(f"{y.name}.yaml")
+        measured = f"{f['params']:>12,} params {f['gflops']:>7.2f} GFLOPs  ({f['target']})" if f else ""
+        click.echo(f"  {y.name + '.yaml':<32} {y.target:<12} {measured}")
 
 
 @cli.command()

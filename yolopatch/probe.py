@@ -2,7 +2,7 @@
 target, never yolopatch): build each YAML through the target's own model class, run a forward pass at a
 non-square size, and print one JSON line per YAML. Used by `yolopatch demo` and the tests.
 
-usage: python probe.py FLAVOUR YAML [YAML ...]
+usage: python probe.py FLAVOUR YAML [YAML ...] [--flops]   (--flops: also GFLOPs at 640)
 """
 
 import json
@@ -21,21 +21,35 @@ def model_class(flavour: str, yaml_path: str):
     return module.Model
 
 
-def build(flavour: str, yaml_path: str) -> dict:
+def gflops_at_640(model) -> float:
+    """FLOPs of one 640x640 forward, counted by torch itself (a multiply-add counts as two)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, 640, 640))
+    return round(counter.get_total_flops() / 1e9, 2)
+
+
+def build(flavour: str, yaml_path: str, with_flops: bool) -> dict:
     torch.manual_seed(0)
     model = model_class(flavour, yaml_path)(yaml_path)
     model.eval()
     with torch.no_grad():
         model(torch.rand(1, 3, 192, 256))
-    return {"params": sum(p.numel() for p in model.parameters()), "strides": [float(s) for s in model.stride]}
+    result = {"params": sum(p.numel() for p in model.parameters()), "strides": [float(s) for s in model.stride]}
+    if with_flops:
+        result["gflops"] = gflops_at_640(model)
+    return result
 
 
 def main() -> None:
     torch.set_num_threads(1)
-    flavour, paths = sys.argv[1], sys.argv[2:]
+    with_flops = "--flops" in sys.argv
+    flavour, *paths = [a for a in sys.argv[1:] if a != "--flops"]
     for path in paths:
         try:
-            result = {"yaml": path, "ok": True, **build(flavour, path)}
+            result = {"yaml": path, "ok": True, **build(flavour, path, with_flops)}
         except Exception as exc:  # report and go on with the next YAML
             result = {"yaml": path, "ok": False, "error": f"{type(exc).__name__}: {exc}",
                       "trace": traceback.format_exc()[-1500:]}

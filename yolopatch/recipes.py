@@ -69,6 +69,16 @@ class Recipe:
     def yamls_for(self, family: str) -> list[YamlSpec]:
         return [y for y in self.yamls if y.target == family]
 
+    def figures(self) -> list[dict]:
+        """Measured figures of the recipe's YAMLs (figures.toml, written by tests/catalog_figures.py)."""
+        path = self.folder / "figures.toml"
+        if not path.is_file():
+            return []
+        try:
+            return list(tomllib.loads(path.read_text(encoding="utf-8")).get("models", []))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            return []
+
     def content_hash(self) -> str:
         """sha256 over recipe.toml, every shipped file and the recipe's own templates, in a fixed order."""
         digest = hashlib.sha256()

@@ -59,8 +59,31 @@ def test_every_generated_yaml_builds_and_runs(patched):
     state = json.loads((root / ".yolopatch" / "state.json").read_text())
     yamls = sorted(rel for rel in state["files"] if rel.endswith(".yaml"))
     assert yamls
-    failures = [r for r in build_all(root, flavour, yamls) if not r["ok"]]
+    results = build_all(root, flavour, yamls)
+    failures = [r for r in results if not r["ok"]]
     assert not failures, "\n".join(f"{r['yaml']}: {r['error']}\n{r['trace']}" for r in failures)
+    # `yolopatch show` prints recipes/*/figures.toml: on the releases it was measured on, it must match
+    recorded = recorded_figures()
+    for r in results:
+        figure = recorded.get(Path(r["yaml"]).name)
+        if figure and figure["target"] == release_label(root):
+            assert r["params"] == figure["params"], f"{r['yaml']}: figures.toml is stale (tests/catalog_figures.py)"
+
+
+def recorded_figures() -> dict:
+    import tomllib
+
+    figures = {}
+    for path in (Path(__file__).resolve().parents[2] / "recipes").glob("*/figures.toml"):
+        for model in tomllib.loads(path.read_text()).get("models", []):
+            figures[model["yaml"]] = model
+    return figures
+
+
+def release_label(root: Path) -> str:
+    status = json.loads(yolopatch("status", "--repo", root, "--json").stdout)["target"]
+    project = "ultralytics" if status["family"] == "ultralytics" else "yolov5"
+    return f"{project} {status['version']}"
 
 
 TUTORIAL_YOLOV8 = """\
