@@ -54,7 +54,7 @@ def _python(python: str | None) -> str:
     return python
 
 
-def _base_spec(target, selection: Selection, steps: list, reasons: dict, work: Path) -> dict:
+def _base_spec(target, selection: Selection, steps: list, reasons: dict) -> dict:
     parser_module = target.parser_file[:-3].replace("/", ".")
     prefix = "yolov5." if target.flavour == "yolov5-pypi" else ""
     hyp = None
@@ -106,20 +106,29 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
 
     with tempfile.TemporaryDirectory(prefix="yolopatch-verify-") as tmp:
         work = Path(tmp)
-        base = _base_spec(target, selection, steps, reasons, work)
-        pristine = None
-        if "stock" in steps:
-            copy = pristine_copy(target, state, work / "pristine")
-            spec = {**base, "mode": "stock", "root": str(copy), "shadow_check": False, "yamls": [],
-                    "stock": stock_items, "work_dir": str(work / "pristine-work"),
-                    "result": str(work / "pristine-result.json")}
-            pristine = Runner(interpreter, spec, runner_env(copy, work), work, "pristine").start()
-        spec = {**base, "mode": "verify", "root": str(target.root), "yamls": selection.yamls, "stock": stock_items,
-                "work_dir": str(work / "verify-work"), "result": str(work / "verify-result.json")}
-        (work / "verify-work").mkdir()
-        main = Runner(interpreter, spec, runner_env(target.root, work), work, "verify", progress).start()
-        outcome = main.wait(timeout)
-        pristine_outcome = pristine.wait(max(60.0, timeout - (time.perf_counter() - started))) if pristine else None
+        base = _base_spec(target, selection, steps, reasons)
+        runners = []
+        try:
+            pristine = None
+            if "stock" in steps:
+                copy = pristine_copy(target, state, work / "pristine")
+                spec = {**base, "mode": "stock", "root": str(copy), "shadow_check": False, "yamls": [],
+                        "stock": stock_items, "work_dir": str(work / "pristine-work"),
+                        "result": str(work / "pristine-result.json")}
+                pristine = Runner(interpreter, spec, runner_env(copy, work), work, "pristine")
+                runners.append(pristine.start())
+            spec = {**base, "mode": "verify", "root": str(target.root), "yamls": selection.yamls,
+                    "stock": stock_items, "work_dir": str(work / "verify-work"),
+                    "result": str(work / "verify-result.json")}
+            (work / "verify-work").mkdir()
+            main = Runner(interpreter, spec, runner_env(target.root, work), work, "verify", progress)
+            runners.append(main.start())
+            outcome = main.wait(timeout)
+            left = max(60.0, timeout - (time.perf_counter() - started))
+            pristine_outcome = pristine.wait(left) if pristine else None
+        finally:
+            for runner in runners:
+                runner.stop()
         report = _assemble(target, interpreter, selection, steps, reasons, stock_items, outcome, pristine_outcome,
                            notes, timeout)
     report.seconds = time.perf_counter() - started
@@ -141,9 +150,12 @@ def _assemble(target, interpreter, selection, steps, reasons, stock_items, outco
     else:
         info.update(python_version=result["runner"].get("version"), torch=result["runner"].get("torch"))
         checks["import"] = result["checks"]["import"]
-        models = result["models"]
         notes = notes + list(result.get("notes") or [])
     imported = result is not None and checks["import"]["status"] == "passed"
+    if imported:
+        models = result["models"]
+    elif result is not None:
+        models = _skipped_models(selection, "the checkout could not be imported")
     if "stock" not in steps:
         checks["stock"] = {"status": "not-run", "message": reasons.get("stock", "not requested"), "models": []}
     elif not imported:

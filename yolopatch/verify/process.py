@@ -81,12 +81,22 @@ class Runner:
         return self
 
     def _pump(self) -> None:
+        """Drain the runner's output into the log (a full pipe would block it), passing progress lines on."""
         prefix = PROGRESS_PREFIX.encode()
         with open(self.log, "wb") as log:
             for line in self.proc.stdout:
                 log.write(line)
                 if line.startswith(prefix) and self.on_progress is not None:
-                    self.on_progress(line[len(prefix):].decode("utf-8", "replace").rstrip())
+                    try:
+                        self.on_progress(line[len(prefix):].decode("utf-8", "replace").rstrip())
+                    except Exception:  # a closed terminal must not stop the draining
+                        self.on_progress = None
+
+    def stop(self) -> None:
+        """End the runner and its children (its own session) if it still runs, e.g. after Ctrl-C."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
 
     def wait(self, timeout: float) -> RunnerResult:
         timed_out = False
@@ -94,8 +104,7 @@ class Runner:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             timed_out = True
-            os.killpg(self.proc.pid, signal.SIGKILL)  # the runner's own session: it and its reload child
-            self.proc.wait()
+            self.stop()
         self.reader.join(timeout=10)
         result = None
         if self.result_path.is_file():

@@ -2,7 +2,7 @@
 
 It imports the standard library, torch and the target, never yolopatch (the target's interpreter may not
 have it); its helpers are the runner_*.py files next to it. The spec (JSON) says what to check; the
-results go to the JSON file the spec names; progress goes to stderr as lines starting with
+result goes to the JSON file the spec names; progress goes to stderr as lines starting with
 "@yolopatch-verify ". Modes:
 
   verify  the ladder on the (patched) checkout: import, names, stock fingerprints, build, shapes,
@@ -13,6 +13,7 @@ results go to the JSON file the spec names; progress goes to stderr as lines sta
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -20,18 +21,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
-def _import_helpers():
-    # sys.path[0] is this script's folder. It holds the yolopatch side of verify too, so it is on the path
-    # only while the runner's own helpers (all named runner_*) are imported, never while the target imports.
+# This script's folder also holds the yolopatch side of verify: it must never shadow the target's modules.
+if sys.path and sys.path[0] and Path(sys.path[0]).resolve() == HERE:
     del sys.path[0]
+
+
+def helpers(*names: str) -> list:
+    """Import the runner's own modules (all named runner_*), with their folder on sys.path only meanwhile."""
     sys.path.insert(0, str(HERE))
     try:
-        import runner_env  # noqa: F401  (first: nothing else imported yet)
+        return [importlib.import_module(name) for name in names]
     finally:
         sys.path.remove(str(HERE))
-    return runner_env
 
 
 def _write(path: str, payload: dict) -> None:
@@ -42,61 +43,67 @@ def _write(path: str, payload: dict) -> None:
 
 
 def _import_step(spec: dict, env) -> tuple:
-    """(check record, notes, ladder module or None)."""
+    """Step 1. Returns (check record, notes, whether the ladder can run)."""
     start = time.perf_counter()
-    sys.path.insert(0, str(HERE))
+
+    def record(status: str, message: str) -> dict:
+        if spec.get("mode", "verify") == "verify":
+            env.progress(f"import  {status:<6} {message}")
+        return {"status": status, "message": message, "seconds": round(time.perf_counter() - start, 2)}
+
     try:
         import torch
-
-        env.set_threads(torch)
-        import runner_imports
-        import runner_ladder
     except Exception as exc:
-        message = f"cannot import torch in {sys.executable}: {type(exc).__name__}: {exc}"
-        return {"status": "failed", "message": message, "seconds": round(time.perf_counter() - start, 2)}, [], None
-    finally:
-        sys.path.remove(str(HERE))
-    check = runner_imports.ImportCheck(spec)
+        return record("failed", f"cannot import torch in {sys.executable}: {type(exc).__name__}: {exc}"), [], False
+    env.set_threads(torch)
     try:
-        message, status = check.run(), "passed"
+        (imports,) = helpers("runner_imports")
+        helpers("runner_ladder", "runner_fresh", "runner_stock", "runner_target")
+    except ImportError as exc:  # e.g. torch.utils.flop_counter arrived in torch 2.1
+        return record("failed", f"the verify runner needs torch >= 2.1 (found {torch.__version__}): {exc}"), [], False
+    check = imports.ImportCheck(spec)
+    try:
+        return record("passed", check.run()), check.notes, True
     except RuntimeError as exc:
-        message, status = str(exc), "failed"
-    record = {"status": status, "message": message, "seconds": round(time.perf_counter() - start, 2)}
-    if spec.get("mode", "verify") == "verify":
-        env.progress(f"import  {status:<6} {message}")
-    return record, check.notes, runner_ladder
+        return record("failed", str(exc)), check.notes, False
+
+
+def _second_interpreter(spec: dict, ready: bool, import_record: dict, env) -> dict:
+    """The `reload` mode: the checkout's stock fingerprints first, then the checkpoints once they exist."""
+    (fresh,) = helpers("runner_fresh")
+    if not ready:
+        items = fresh.wait_for_items(spec)
+        failed = {"status": "failed", "message": import_record["message"], "seconds": 0.0}
+        return {"stock": {}, "reload": {item["name"]: dict(failed) for item in items}}
+    stock, target = helpers("runner_stock", "runner_target")
+    adapter = target.make_adapter(spec)
+    fingerprints = {}
+    if spec.get("stock"):
+        start = time.perf_counter()
+        fingerprints = stock.fingerprints(adapter, spec)
+        env.progress(f"stock   built {', '.join(fingerprints)} in the checkout ({time.perf_counter() - start:.1f}s)")
+    return {"stock": fingerprints, "reload": fresh.reload_mode(adapter, fresh.wait_for_items(spec))}
 
 
 def main(spec_path: str) -> int:
-    env = _import_helpers()
+    (env,) = helpers("runner_env")  # first: it must act before torch or the target is imported
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     env.block_network()
     env.seed_fonts(os.environ.get("YOLO_CONFIG_DIR") or os.getcwd())
-    import_record, notes, ladder = _import_step(spec, env)
-    runner = {"python": sys.executable, "version": sys.version.split()[0]}
-    if ladder is not None:
-        import torch
-
-        runner.update(torch=torch.__version__, threads=torch.get_num_threads())
-    result = {"runner": runner, "checks": {"import": import_record}, "notes": notes, "stock": {}, "models": []}
+    import_record, notes, ready = _import_step(spec, env)
     mode = spec.get("mode", "verify")
-    if import_record["status"] != "passed":
-        if mode == "verify":
-            result["models"] = ladder.skipped_models(spec, "import failed") if ladder else [
-                {"name": Path(y["path"]).stem, "yaml": y["path"], "scale": None, "kind": y.get("kind", "detect"),
-                 "source": y.get("source", ""), "steps": {}} for y in spec["yamls"]]
-        elif mode == "reload":
-            result = {item["name"]: {"status": "failed", "message": import_record["message"], "seconds": 0.0}
-                      for item in spec["items"]}
-    elif mode == "verify":
+    runner = {"python": sys.executable, "version": sys.version.split()[0]}
+    if "torch" in sys.modules:
+        runner.update(torch=sys.modules["torch"].__version__, threads=sys.modules["torch"].get_num_threads())
+    result = {"runner": runner, "checks": {"import": import_record}, "notes": notes, "stock": {}, "models": []}
+    if mode == "reload":
+        result = _second_interpreter(spec, ready, import_record, env)
+    elif ready and mode == "verify":
+        (ladder,) = helpers("runner_ladder")
         result.update(ladder.Ladder(spec, Path(__file__).resolve()).run())
-    elif mode == "stock":
-        from runner_stock import fingerprints
-        from runner_target import make_adapter
-
-        result["stock"] = fingerprints(make_adapter(spec), spec)
-    elif mode == "reload":
-        result = ladder.reload_mode(spec)
+    elif ready and mode == "stock":
+        stock, target = helpers("runner_stock", "runner_target")
+        result["stock"] = stock.fingerprints(target.make_adapter(spec), spec)
     _write(spec["result"], result)
     return 0
 

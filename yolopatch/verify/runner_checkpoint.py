@@ -35,8 +35,8 @@ def save_for_reload(adapter, model, news: list, stem: str, folder: Path) -> dict
     except Exception as exc:
         checkpoint.unlink(missing_ok=True)
         culprits = _unpicklable(news)
-        named = f"; cannot pickle {', '.join(culprits)}" if culprits else ""
-        raise StepFailure(f"saving the checkpoint failed: {type(exc).__name__}: {exc}{named}") from None
+        reason = f"cannot pickle {', '.join(culprits)}" if culprits else f"{type(exc).__name__}: {exc}"
+        raise StepFailure(f"saving the checkpoint with torch.save failed: {reason}") from None
     twin = deepcopy(model).half().float().eval()
     x = seeded_input(train_size(model), seed=3)
     with torch.no_grad():

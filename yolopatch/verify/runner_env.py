@@ -7,6 +7,7 @@ orchestrator: progress lines on stderr that start with PROGRESS_PREFIX.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import sys
@@ -43,16 +44,29 @@ def block_network() -> None:
     socket.getaddrinfo = _refuse
 
 
+def _stand_in_font() -> bytes:
+    """A TrueType font shipped with matplotlib (a YOLOv5 requirement), found without importing it."""
+    found = importlib.util.find_spec("matplotlib")
+    for folder in (found.submodule_search_locations or []) if found else []:
+        path = os.path.join(folder, "mpl-data", "fonts", "ttf", "DejaVuSans.ttf")
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                return f.read()
+    return b""
+
+
 def seed_fonts(config_dir: str) -> None:
-    """YOLOv5 v6.0/v6.1 download Arial.ttf into their config folder at import time. A placeholder in the
-    scratch config folder (the subprocess's YOLO*_CONFIG_DIR) satisfies that existence check offline;
-    verify never draws text, so the font itself is never read."""
+    """YOLOv5 v6.0/v6.1 fetch Arial.ttf into their config folder when imported (v6.0 even loads it).
+    A stand-in TrueType font in the scratch config folder (the subprocess's YOLO*_CONFIG_DIR) satisfies
+    them offline; verify never draws text."""
+    font = _stand_in_font()
     for folder in (config_dir, os.path.join(config_dir, "Ultralytics")):
         os.makedirs(folder, exist_ok=True)
         for name in ("Arial.ttf", "Arial.Unicode.ttf"):
             path = os.path.join(folder, name)
             if not os.path.exists(path):
-                open(path, "wb").close()
+                with open(path, "wb") as f:
+                    f.write(font)
 
 
 def progress(text: str) -> None:

@@ -1,25 +1,24 @@
 """The verification ladder inside the target interpreter: every model climbs the steps cheapest first
-and stops at its first failure. Names are checked for every YAML before anything is built; the stock
-fingerprints are taken before any recipe model is built (a YAML may change process-wide state such as
-the default activation); checkpoints of all models are reloaded in one fresh interpreter."""
+and stops at its first failure. Names are checked for every YAML before anything is built. The stock
+fingerprints of the checkout are taken by the second interpreter, which never builds a recipe model (a
+YAML may change process-wide state such as the default activation), and which then reloads the
+checkpoints of all models."""
 
 from __future__ import annotations
 
 import gc
-import json
 import os
 import re
-import subprocess
-import sys
 import time
 import traceback
 from pathlib import Path
 
 import torch
 
-from runner_checkpoint import export_one, reload_one, save_for_reload
+from runner_checkpoint import export_one, save_for_reload
 from runner_env import progress
 from runner_figures import gflops, parameter_count
+from runner_fresh import FreshInterpreter
 from runner_model import DeclaredChannels, new_modules
 from runner_shapes import check_shapes
 from runner_stock import fingerprints
@@ -82,6 +81,9 @@ class ModelRun:
     def pending(self, step: str) -> bool:
         return self.record["steps"][step]["status"] == "pending"
 
+    def failed(self, step: str) -> bool:
+        return self.record["steps"][step]["status"] == "failed"
+
     def finish(self, step: str, status: str, message: str, seconds: float = 0.0) -> None:
         self._set(step, status, message, seconds)
         progress(f"{step:<7} {status:<6} {self.name}: {message} ({seconds:.1f}s)")
@@ -93,20 +95,18 @@ class ModelRun:
             if self.pending(step):
                 self._set(step, "skipped", reason)
 
-    def attempt(self, step: str, action) -> bool:
+    def attempt(self, step: str, action) -> None:
+        """Run a pending step: passed with the message it returns, failed with the fault it raises."""
         if not self.pending(step):
-            return False
+            return
         start = time.perf_counter()
         try:
-            message = action() or ""
+            status, message = "passed", action() or ""
         except StepFailure as exc:
-            self.finish(step, "failed", str(exc), time.perf_counter() - start)
-            return False
+            status, message = "failed", str(exc)
         except Exception as exc:
-            self.finish(step, "failed", describe(exc), time.perf_counter() - start)
-            return False
-        self.finish(step, "passed", message, time.perf_counter() - start)
-        return True
+            status, message = "failed", describe(exc)
+        self.finish(step, status, message, time.perf_counter() - start)
 
 
 class Ladder:
@@ -124,7 +124,8 @@ class Ladder:
             start = time.perf_counter()
             try:
                 d = self.adapter.load_yaml(Path(yaml["path"]))
-                unknown = [f"{row[2]} (row {k})" for k, row in enumerate(self.adapter.rows(d))
+                unknown = [f"{row[2]} ({section} row {k})" for section in ("backbone", "head")
+                           for k, row in enumerate(d.get(section) or [])
                            if isinstance(row, (list, tuple)) and len(row) == 4 and not self.adapter.resolves(row[2])]
                 scales = self.adapter.scales(d)
                 failure = "unknown module names: " + ", ".join(unknown) if unknown else None
@@ -152,8 +153,9 @@ class Ladder:
             state["declared"] = declared.channels
             state["news"] = news = new_modules(state["model"], self.spec)
             run.record["new_modules"] = [n.label for n in news]
+            run.record["params"] = parameter_count(state["model"])
             names = ", ".join(n.label for n in news) if news else "none"
-            return f"{parameter_count(state['model']):,} parameters; new modules: {names}"
+            return f"{run.record['params']:,} parameters; new modules: {names}"
 
         def shapes():
             report = check_shapes(state["model"], state["news"], state["declared"], self.adapter.rows(run.d),
@@ -178,9 +180,9 @@ class Ladder:
 
         try:
             for step, action in (("build", build), ("shapes", shapes), ("figures", figures), ("train", train)):
-                if not run.attempt(step, action):
-                    if run.record["steps"][step]["status"] == "failed":
-                        return
+                run.attempt(step, action)
+                if run.failed(step):
+                    return
             if run.pending("reload"):
                 self._save(run, state, position)
         finally:
@@ -199,24 +201,18 @@ class Ladder:
             run.finish("reload", "failed", f"saving the checkpoint failed: {describe(exc)}", time.perf_counter() - start)
 
     # step 8: one fresh interpreter loads every checkpoint -----------------------------------------------
-    def reload(self) -> None:
+    def reload(self, fresh) -> dict:
+        """Hand the checkpoints to the second interpreter; returns the stock fingerprints it took."""
         runs = [r for r in self.runs if r.pending("reload") and r.name in self.saved]
-        if not runs:
-            return
-        spec_path, result_path = self.work / "reload-spec.json", self.work / "reload-result.json"
-        items = [{"name": r.name, "kind": r.record["kind"], **self.saved[r.name]} for r in runs]
-        child = {key: self.spec.get(key) for key in ("family", "flavour", "root", "package", "parser_module",
-                                                     "package_prefix", "hyp_file")}
-        child.update(mode="reload", items=items, result=str(result_path), shadow_check=False)
-        spec_path.write_text(json.dumps(child), encoding="utf-8")
         start = time.perf_counter()
-        code = subprocess.call([sys.executable, str(self.runner_path), str(spec_path)], cwd=os.getcwd())
-        results = json.loads(result_path.read_text(encoding="utf-8")) if result_path.exists() else {}
+        returned, code = fresh.run([{"name": r.name, "kind": r.record["kind"], **self.saved[r.name]} for r in runs])
+        results = returned.get("reload") or {}
         for run in runs:
             outcome = results.get(run.name) or {
                 "status": "failed", "seconds": time.perf_counter() - start,
                 "message": f"the fresh interpreter exited with code {code} before reporting"}
             run.finish("reload", outcome["status"], outcome["message"], outcome.get("seconds", 0.0))
+        return returned.get("stock") or {}
 
     # step 9 --------------------------------------------------------------------------------------------
     def export(self) -> None:
@@ -225,42 +221,23 @@ class Ladder:
                 run.attempt("export", lambda: export_one(self.adapter, self.saved[run.name], run.record["kind"]))
 
     def run(self) -> dict:
-        self.names()
+        steps = self.spec["steps"]
+        stock_items = (self.spec.get("stock") or []) if "stock" in steps else []
+        fresh = FreshInterpreter(self.spec, self.runner_path, self.work, stock_items) if "reload" in steps else None
         stock = {}
-        if "stock" in self.spec["steps"]:
-            progress("stock   running the stock models of the patched checkout")
-            stock = fingerprints(self.adapter, self.spec)
-        for position, run in enumerate(self.runs):
-            if run.d is not None:
-                self.climb(run, position)
-        self.reload()
+        try:
+            self.names()
+            if stock_items and fresh is None:
+                stock = fingerprints(self.adapter, self.spec)
+            for position, run in enumerate(self.runs):
+                if run.d is not None:
+                    self.climb(run, position)
+            if fresh is not None:
+                stock = self.reload(fresh) or stock
+        finally:
+            if fresh is not None:
+                fresh.cancel()
         self.export()
         for run in self.runs:
             run.skip_rest("not reached")
         return {"stock": stock, "models": [r.record for r in self.runs]}
-
-
-def reload_mode(spec: dict) -> dict:
-    """In the fresh interpreter: load every checkpoint with the target's loader and compare."""
-    adapter = make_adapter(spec)
-    results = {}
-    for item in spec["items"]:
-        start = time.perf_counter()
-        try:
-            status, message = "passed", reload_one(adapter, item, item.get("kind", "detect"))
-        except StepFailure as exc:
-            status, message = "failed", str(exc)
-        except Exception as exc:
-            status, message = "failed", f"loading with the target's loader failed: {describe(exc)}"
-        results[item["name"]] = {"status": status, "message": message, "seconds": round(time.perf_counter() - start, 2)}
-    return results
-
-
-def skipped_models(spec: dict, reason: str) -> list:
-    """Model records when the ladder could not start (the import step failed)."""
-    records = []
-    for yaml in spec["yamls"]:
-        run = ModelRun(yaml, None, None, spec)
-        run.skip_rest(reason)
-        records.append(run.record)
-    return records

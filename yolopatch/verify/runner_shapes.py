@@ -78,16 +78,15 @@ def _check_backbone(new, out, size, declared_ch, report) -> None:
 
 def _check_layer(new, out, size, declared_ch, report) -> None:
     label = new.label
-    if not isinstance(out, torch.Tensor):
-        return  # a multi-tensor output of a non-backbone module: nothing declared to compare with
+    if not isinstance(out, torch.Tensor) or out.dim() != 4:
+        return  # not a feature map (several tensors, tokens): nothing declared to compare with
     if 0 <= new.index < len(declared_ch) and declared_ch[new.index] != out.shape[1]:
         report.problems.append(f"{label}: parse_model recorded {declared_ch[new.index]} output channels, "
                                f"forward produces {out.shape[1]}")
-    if out.dim() == 4:
-        sh, sw = _stride(size, out)
-        if sh != sw or sh != int(sh):
-            report.problems.append(f"{label}: output {tuple(out.shape)} at input {size[0]}x{size[1]} is not an "
-                                   f"integer stride in both directions ({_fmt(sh)}x{_fmt(sw)})")
+    sh, sw = _stride(size, out)
+    if sh != sw or sh != int(sh):
+        report.problems.append(f"{label}: output {tuple(out.shape)} at input {size[0]}x{size[1]} is not an "
+                               f"integer stride in both directions ({_fmt(sh)}x{_fmt(sw)})")
 
 
 def _head_strides(features, size, report) -> list:
@@ -135,6 +134,7 @@ def check_shapes(model, news: list, declared_ch: list, yaml_rows: list, kind: st
         for handle in handles:
             handle.remove()
     _check_model_strides(model, per_size, kind, report)
+    report.problems = list(dict.fromkeys(report.problems))  # the same fault seen at both sizes: say it once
     return report
 
 

@@ -128,10 +128,6 @@ class Adapter:
     def export_onnx(self, checkpoint: Path, imgsz: tuple, kind: str) -> Path:
         raise NotImplementedError
 
-    def parse_model_owner(self):
-        """The module whose global `parse_model` the model classes call."""
-        return self.parser
-
 
 class Ultralytics(Adapter):
     family = "ultralytics"
@@ -190,9 +186,11 @@ class Ultralytics(Adapter):
     def export_onnx(self, checkpoint: Path, imgsz: tuple, kind: str) -> Path:
         ultralytics = importlib.import_module("ultralytics")
         wrapper = getattr(ultralytics, "RTDETR") if kind == "rtdetr" else getattr(ultralytics, "YOLO")
+        # RT-DETR's grid_sample needs opset 16; releases before 8.3 derive a lower default from torch.
+        opset = {"opset": 17} if kind == "rtdetr" else {}
         with torchscript_onnx_exporter():
             out = wrapper(str(checkpoint)).export(format="onnx", imgsz=list(imgsz), simplify=False, dynamic=False,
-                                                 device="cpu")
+                                                 device="cpu", **opset)
         return Path(out) if out else checkpoint.with_suffix(".onnx")
 
 
@@ -220,7 +218,10 @@ class Yolov5(Adapter):
 
     def loss(self, model, imgs, labels):
         compute_loss = importlib.import_module(f"{self.prefix}utils.loss").ComputeLoss
-        model.hyp, model.gr = self._hyp(), 1.0  # as train.py sets them; ComputeLoss reads model.hyp
+        # as train.py sets them: ComputeLoss reads model.hyp, and export.py of some releases reads model.nc
+        model.hyp, model.gr = self._hyp(), 1.0
+        if getattr(model, "nc", None) is None:
+            model.nc = int(model.yaml["nc"])
         preds = model(imgs)
         total, _ = compute_loss(model)(preds, labels)
         return total.sum()
@@ -259,10 +260,24 @@ class Yolov5(Adapter):
             return attempt_load(str(path), **kwargs).float().eval()
 
     def export_onnx(self, checkpoint: Path, imgsz: tuple, kind: str) -> Path:
-        exporter = importlib.import_module(f"{self.prefix}export")
+        try:
+            exporter = importlib.import_module(f"{self.prefix}export")
+        except ModuleNotFoundError:  # a checkout without export.py: plain torch.onnx, as export.py would do it
+            return self._torch_onnx(checkpoint, imgsz)
         with torchscript_onnx_exporter(), self.local_files_only():
             exporter.run(weights=str(checkpoint), imgsz=list(imgsz), include=("onnx",), device="cpu")
         return checkpoint.with_suffix(".onnx")
+
+    def _torch_onnx(self, checkpoint: Path, imgsz: tuple) -> Path:
+        model = self.load_checkpoint(checkpoint)
+        for module in model.modules():
+            if hasattr(module, "export") and type(module).__name__ in ("Detect", "Segment"):
+                module.export = True  # outputs the decoded boxes only
+        path = checkpoint.with_suffix(".onnx")
+        with torchscript_onnx_exporter():
+            torch.onnx.export(model, torch.zeros(1, 3, *imgsz), str(path), opset_version=12, input_names=["images"],
+                              output_names=["output0"])
+        return path
 
 
 def make_adapter(spec: dict) -> Adapter:

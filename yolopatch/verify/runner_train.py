@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from runner_model import seeded_input, train_size
@@ -21,42 +23,60 @@ def synthetic_batch(model) -> tuple:
     return seeded_input(train_size(model), batch=2, seed=2), labels
 
 
-def _gradient_problems(news: list) -> list:
+def _backward(adapter, model, imgs, labels) -> float:
+    model.zero_grad(set_to_none=True)
+    loss = adapter.loss(model, imgs, labels)
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise StepFailure(f"the loss is {value} (not finite) on a synthetic batch of 2 at "
+                          f"{imgs.shape[2]}x{imgs.shape[3]}")
+    loss.backward()
+    return value
+
+
+def _non_finite(news: list) -> list:
     problems = []
     for new in news:
-        dead, broken = [], []
-        for name, p in new.layer.named_parameters():
-            if not p.requires_grad:
-                continue
-            if p.grad is None or not bool(p.grad.any()):
-                dead.append(name)
-            elif not bool(torch.isfinite(p.grad).all()):
-                broken.append(name)
+        bad = [n for n, p in new.layer.named_parameters() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+        if bad:
+            problems.append(f"{new.label}: non-finite gradients in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}")
+    return problems
+
+
+def _starved(news: list) -> list:
+    """Parameters of new modules that got no gradient or an all-zero one."""
+    problems = []
+    for new in news:
+        dead = [n for n, p in new.layer.named_parameters()
+                if p.requires_grad and (p.grad is None or not bool(p.grad.any()))]
         if dead:
             problems.append(f"{new.label}: no gradient reaches {len(dead)} parameter tensor(s): {', '.join(dead[:4])}"
                             f"{' ...' if len(dead) > 4 else ''}")
-        if broken:
-            problems.append(f"{new.label}: non-finite gradients in {', '.join(broken[:4])}")
     return problems
 
 
 def train_step(adapter, model, news: list) -> str:
     model.train()
     imgs, labels = synthetic_batch(model)
-    model.zero_grad(set_to_none=True)
-    loss = adapter.loss(model, imgs, labels)
-    value = float(loss.detach())
-    if not torch.isfinite(loss.detach()):
-        raise StepFailure(f"the loss is {value} (not finite) on a synthetic batch of 2 at "
-                          f"{imgs.shape[2]}x{imgs.shape[3]}")
-    loss.backward()
-    problems = _gradient_problems(news)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    value = _backward(adapter, model, imgs, labels)
+    problems = _non_finite(news)
     if problems:
         raise StepFailure("; ".join(problems))
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    starved = _starved(news)
     optimizer.step()
+    steps = 1
+    if starved:
+        # A zero-initialised gate (e.g. the last BatchNorm of a residual branch, timm's zero_init_last)
+        # blocks the gradient of the layers before it at initialisation only: after one step it must flow.
+        value, steps = _backward(adapter, model, imgs, labels), 2
+        problems = _non_finite(news) or _starved(news)
+        optimizer.step()
+        if problems:
+            raise StepFailure("; ".join(problems) + " (after two optimisation steps)")
     optimizer.zero_grad(set_to_none=True)
-    reached = sum(1 for n in news for p in n.layer.parameters() if p.requires_grad)
     if not news:
         return f"loss {value:.4g}; no new modules in this model"
-    return f"loss {value:.4g}; gradients reach all {reached} parameter tensors of {len(news)} new module(s)"
+    reached = sum(1 for n in news for p in n.layer.parameters() if p.requires_grad)
+    after = " after the second step (zero-initialised gates at the first)" if steps == 2 else ""
+    return f"loss {value:.4g}; gradients reach all {reached} parameter tensors of {len(news)} new module(s){after}"
