@@ -149,18 +149,16 @@ def revert(obj, recipes, repo: Path, force: bool) -> None:
 @cli.command()
 @repo_option
 @click.option("--no-figures", is_flag=True, help="Skip measuring the models (pin file hashes only).")
-def lock(repo: Path, no_figures: bool) -> None:
+@click.pass_obj
+def lock(obj, repo: Path, no_figures: bool) -> None:
     """Write yolopatch.lock: tool, target, recipes, output hashes and model figures."""
-    models = None if no_figures else _lock_figures(repo)
+    models = None
+    if not no_figures:
+        from .verify import lock_figures  # measures every generated YAML with verify --quick
+
+        models = lock_figures(repo, obj["recipe_dirs"], progress=_say)
     path = _api().lock(repo, models)
     _say(f"wrote {path}")
-
-
-def _lock_figures(repo: Path):
-    """Per generated YAML: parameters, GFLOPs at 640 and strides, measured by verify --quick."""
-    from .verify import lock_figures
-
-    return lock_figures(repo)
 
 
 @cli.command()
@@ -232,23 +230,37 @@ def demo(recipe: str, keep: Path | None) -> None:
               help="Verify the YAMLs of this applied recipe only (repeatable; default: every applied recipe).")
 @click.option("--yaml", "yaml_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Verify this model YAML too (repeatable); works on a checkout patched by hand.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: docs/verify.md).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schema: see README, section verify).")
 @click.option("--quick", is_flag=True, help="Only import, names, build, shapes and figures.")
 @click.option("--export", type=click.Choice(["onnx"]), default=None,
               help="Also export with the target's exporter and compare onnxruntime with PyTorch.")
 @click.option("--python", "python", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The target's interpreter (default: the one running yolopatch).")
+@click.option("--one-scale", is_flag=True, help="Only the first scale each YAML declares (faster).")
+@click.option("--locked", is_flag=True, help="Also fail when parameters, GFLOPs (> 0.1) or strides differ from "
+                                            "yolopatch.lock.")
 @click.pass_obj
-def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool, export, python) -> None:
+def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool, export, python, one_scale: bool,
+           locked: bool) -> None:
     """Prove the patched checkout imports, builds, trains a step, reloads and exports (exit 4 on a failure)."""
     from .errors import VerifyError
-    from .verify import run_verify  # lazily: the verify side stays out of every other command
+    from .verify import lock_mismatches, run_verify  # lazily: the verify side stays out of every other command
 
+    pinned = None
+    if locked:
+        from . import lockfile, targets
+
+        pinned = lockfile.read(targets.detect(repo).root).models
     report = run_verify(repo, recipe_names, yaml_files, quick=quick, export=export, python=python,
-                        recipe_dirs=obj["recipe_dirs"], progress=_say)
+                        recipe_dirs=obj["recipe_dirs"], progress=_say, one_scale=one_scale)
     click.echo(report.to_json() if as_json else report.table())
     if not report.passed:
         raise VerifyError(report.failure_summary())
+    if pinned is not None:
+        problems = lock_mismatches(report, pinned)
+        if problems:
+            raise VerifyError(f"figures differ from yolopatch.lock: {problems[0]}"
+                              + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
 def main(argv=None) -> None:

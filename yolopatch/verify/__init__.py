@@ -29,12 +29,13 @@ EXPORT_FORMATS = ("onnx",)
 QUICK_STEPS = ("import", "names", "build", "shapes", "figures")
 
 
-def plan_steps(quick: bool, export: str | None, has_state: bool) -> tuple:
-    """(steps to run, reason for each step left out)."""
+def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: bool = False) -> tuple:
+    """(steps to run, reason for each step left out); with_stock keeps the stock check in a quick run."""
     reasons = {}
-    steps = [s for s in STEPS if s in QUICK_STEPS] if quick else [s for s in STEPS if s != "export"]
+    quick_steps = QUICK_STEPS + (("stock",) if with_stock else ())
+    steps = [s for s in STEPS if s in quick_steps] if quick else [s for s in STEPS if s != "export"]
     for step in STEPS:
-        if quick and step not in QUICK_STEPS:
+        if quick and step not in quick_steps:
             reasons[step] = "not run with --quick"
     if export and not quick:
         steps.append("export")
@@ -86,7 +87,7 @@ def _skipped_models(selection: Selection, reason: str) -> list:
 
 def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: str | None = None,
                python: str | None = None, recipe_dirs=(), progress: Callable[[str], None] | None = None,
-               timeout: float = 1800.0) -> VerifyReport:
+               timeout: float = 1800.0, one_scale: bool = False, with_stock: bool = False) -> VerifyReport:
     """Verify the checkout at `repo`; raises RefusedError (exit 3) when there is nothing to verify."""
     started = time.perf_counter()
     target = targets.detect(Path(repo))
@@ -97,7 +98,7 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
     state = manifest.load(target.root)
     selection = select(target, state, list(recipes), [Path(y) for y in yamls], tuple(Path(d) for d in recipe_dirs))
     interpreter = _python(python)
-    steps, reasons = plan_steps(quick, export, state is not None)
+    steps, reasons = plan_steps(quick, export, state is not None, with_stock)
     notes = list(selection.notes)
     if state is not None and edited_files(target.root, state):
         notes.append(f"files changed since yolopatch wrote them: {', '.join(sorted(edited_files(target.root, state)))}"
@@ -106,7 +107,7 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
 
     with tempfile.TemporaryDirectory(prefix="yolopatch-verify-") as tmp:
         work = Path(tmp)
-        base = _base_spec(target, selection, steps, reasons)
+        base = {**_base_spec(target, selection, steps, reasons), "one_scale": one_scale}
         runners = []
         try:
             pristine = None
@@ -173,3 +174,34 @@ def _assemble(target, interpreter, selection, steps, reasons, stock_items, outco
         model["yaml"] = _relative(model["yaml"], target.root)
     return VerifyReport(target=info, steps=list(steps), checks=checks, models=models,
                         recipes=list(selection.recipes), notes=notes)
+
+
+def lock_figures(repo: Path, recipe_dirs=(), progress=None) -> list[dict]:
+    """Per generated YAML and scale: parameters, GFLOPs at 640 and strides, for yolopatch.lock."""
+    from ..errors import VerifyError
+
+    report = run_verify(repo, quick=True, recipe_dirs=recipe_dirs, progress=progress)
+    if not report.passed:
+        raise VerifyError(f"cannot lock figures: {report.failure_summary()}")
+    return [{"yaml": m["yaml"], "scale": m["scale"] or "", "params": m["params"], "gflops": round(m["gflops"], 2),
+             "strides": list(m["strides"])} for m in report.models]
+
+
+def lock_mismatches(report: VerifyReport, pinned: list[dict]) -> list[str]:
+    """How the measured figures differ from yolopatch.lock: parameters, GFLOPs (> 0.1), strides."""
+    locked = {(m["yaml"], m.get("scale", "")): m for m in pinned}
+    problems = []
+    for model in report.models:
+        key = (model["yaml"], model["scale"] or "")
+        if model.get("params") is None or key not in locked:
+            if key not in locked:
+                problems.append(f"{model['name']}: not pinned in yolopatch.lock")
+            continue
+        want = locked[key]
+        if model["params"] != want["params"]:
+            problems.append(f"{model['name']}: {model['params']:,} parameters, the lock pins {want['params']:,}")
+        if model.get("gflops") is not None and abs(model["gflops"] - want["gflops"]) > 0.1:
+            problems.append(f"{model['name']}: {model['gflops']:.2f} GFLOPs, the lock pins {want['gflops']:.2f}")
+        if list(model["strides"]) != list(want["strides"]):
+            problems.append(f"{model['name']}: strides {model['strides']}, the lock pins {want['strides']}")
+    return problems

@@ -128,6 +128,8 @@ class Ladder:
                            for k, row in enumerate(d.get(section) or [])
                            if isinstance(row, (list, tuple)) and len(row) == 4 and not self.adapter.resolves(row[2])]
                 scales = self.adapter.scales(d)
+                if self.spec.get("one_scale"):
+                    scales = scales[:1]
                 failure = "unknown module names: " + ", ".join(unknown) if unknown else None
             except Exception as exc:
                 d, scales, failure = None, [None], f"cannot read the YAML: {describe(exc)}"
