@@ -1,5 +1,5 @@
 """The result of `yolopatch verify`: one value, rendered as a table for people or as JSON (schema in
-docs/verify.md; bump SCHEMA on any incompatible change)."""
+README.md, section "yolopatch verify"; bump SCHEMA on any incompatible change)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class VerifyReport:
     target: dict                     # flavour, version, root, python, torch
     steps: list                      # the steps requested, in ladder order
     checks: dict                     # target-level steps: "import", "stock" (and "runner" if it crashed)
-    models: list                     # one dict per (YAML, scale), see docs/verify.md
+    models: list                     # one dict per (YAML, scale), see README.md, section "yolopatch verify"
     recipes: list = field(default_factory=list)
     notes: list = field(default_factory=list)
     seconds: float = 0.0
