@@ -54,20 +54,24 @@ def patched(request, tmp_path_factory):
     return root, flavour, pristine, names
 
 
-def test_every_generated_yaml_builds_and_runs(patched):
-    root, flavour, _, _ = patched
-    state = json.loads((root / ".yolopatch" / "state.json").read_text())
-    yamls = sorted(rel for rel in state["files"] if rel.endswith(".yaml"))
-    assert yamls
-    results = build_all(root, flavour, yamls)
-    failures = [r for r in results if not r["ok"]]
-    assert not failures, "\n".join(f"{r['yaml']}: {r['error']}\n{r['trace']}" for r in failures)
+def test_every_recipe_verifies(patched):
+    """verify's whole ladder (but export) at each YAML's first scale on the newest ultralytics and the yolov5
+    package; the quick ladder (import, names, build, shapes, figures) on the others."""
+    from yolopatch.verify import run_verify
+
+    root, flavour, _, names = patched
+    quick = "8.2." in release_label(root) or flavour == "yolov5-upstream"
+    report = run_verify(root, quick=quick, one_scale=True)
+    assert report.passed, "\n".join(f"{f['model']} {f['step']}: {f['message']}" for f in report.to_dict()["failures"])
+    verified = {m["source"] for m in report.models}
+    assert verified == set(names)
     # `yolopatch show` prints recipes/*/figures.toml: on the releases it was measured on, it must match
     recorded = recorded_figures()
-    for r in results:
-        figure = recorded.get(Path(r["yaml"]).name)
-        if figure and figure["target"] == release_label(root):
-            assert r["params"] == figure["params"], f"{r['yaml']}: figures.toml is stale (tests/catalog_figures.py)"
+    label = release_label(root)
+    for model in report.models:
+        figure = recorded.get(Path(model["yaml"]).name)
+        if figure and figure["target"] == label:
+            assert model["params"] == figure["params"], f"{model['yaml']}: figures.toml is stale"
 
 
 def recorded_figures() -> dict:
