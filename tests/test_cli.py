@@ -75,3 +75,28 @@ def test_status_reports_target_and_applied_recipes(cli, tmp_path):
 def test_readme_recipe_table_is_generated_from_the_recipes():
     readme = (ROOT / "README.md").read_text()
     assert readme_section() in readme
+
+
+def test_yolov5_before_v6_is_refused(cli, tmp_path):
+    root = make_target(tmp_path / "repo", "v5-list")
+    yolo = root / "models" / "yolo.py"
+    yolo.write_text(yolo.read_text().replace("_forward_once", "forward_once"))
+    before = tree_snapshot(root)
+    code, _, err = cli("apply", "toy", "--repo", root)
+    assert code == 3 and "v6.0" in err
+    assert tree_snapshot(root) == before
+
+
+def test_doctor_reports_shadowing_and_state(cli, tmp_path):
+    root = make_target(tmp_path / "repo", "ul-set")
+    cli("apply", "toy", "--repo", root)
+    (root / "ultralytics" / "nn" / "tasks.py").write_text("# edited\n")
+    code, out, _ = cli("doctor", "--repo", root, "--json")
+    report = json.loads(out)
+    assert code == 0
+    assert report["state"]["applied"] == ["toy"]
+    assert report["state"]["edited"] == ["ultralytics/nn/tasks.py"]
+    imports_from = report["imports"]["imports_from"]
+    # this interpreter does not import the look-alike checkout: doctor must say so
+    assert imports_from is None or not imports_from.startswith(str(root))
+    assert any("shadows the checkout" in p or "fails outside the checkout" in p for p in report["problems"])

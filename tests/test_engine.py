@@ -192,3 +192,24 @@ def test_a_killed_run_is_reported_and_revert_restores_pristine(tmp_path, cli):
             assert cli("apply", "toy", "--repo", root)[0] == 3
         assert cli("revert", "--repo", root)[0] == 0
         assert tree_snapshot(root) == before, f"not pristine after a kill at write {k}"
+
+
+def test_a_killed_revert_is_finished_by_the_next_revert(tmp_path, cli):
+    root = make_target(tmp_path / "repo", "v5-list")
+    before = tree_snapshot(root)
+    for k in range(1, 12):
+        assert cli("apply", "toy", "--repo", root)[0] == 0
+        result = _run_with_fault(root, f"kill-write:{k}", "revert")
+        if result.returncode == 0:
+            assert tree_snapshot(root) == before
+            break
+        assert result.returncode == 137
+        status = cli("status", "--repo", root)[1]
+        if (root / ".yolopatch" / "journal.json").exists():
+            assert "interrupted" in status
+        else:  # killed before the journal: nothing was touched yet
+            assert "applied: toy" in status
+        assert cli("revert", "--repo", root)[0] == 0
+        assert tree_snapshot(root) == before, f"not pristine after a kill at revert write {k}"
+    else:
+        pytest.fail("revert never completed")

@@ -145,10 +145,13 @@ head:
 """
 
 
-def test_a_tutorial_yaml_builds_unchanged(patched, tmp_path):
+@pytest.mark.parametrize("backbone", ["MobileNetV4ConvSmall", "MobileNetV2", "revcol_tiny"])
+def test_a_tutorial_yaml_builds_unchanged(patched, tmp_path, backbone):
+    """Backbone at row 0, head rows using 2, 3 and 5+: 5-output (MobileNetV4) and 4-output backbones alike."""
     root, flavour, _, _ = patched
-    path = tmp_path / "tutorial-mobilenetv4.yaml"
-    path.write_text(TUTORIAL_YOLOV8 if flavour == "ultralytics" else TUTORIAL_YOLOV5)
+    path = tmp_path / f"tutorial-{backbone}.yaml"
+    text = TUTORIAL_YOLOV8 if flavour == "ultralytics" else TUTORIAL_YOLOV5
+    path.write_text(text.replace("MobileNetV4ConvSmall", backbone))
     [result] = build_all(root, flavour, [str(path)])
     assert result["ok"], result.get("trace")
     assert result["strides"] == [8.0, 16.0, 32.0]

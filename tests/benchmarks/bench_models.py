@@ -1,0 +1,210 @@
+"""What a user trades: every YAML the recipes generate for ultralytics, against the stock model of the scale.
+
+Every shipped recipe is applied (one `yolopatch apply` of all of them) to a fresh copy of the newest
+ultralytics release; each generated YAML is then built through ultralytics' own model classes in a
+subprocess that imports the copy (PYTHONPATH=<copy>, PYTHONDONTWRITEBYTECODE=1): yolov8-*.yaml at scale n
+(built as yolov8n-*.yaml, ultralytics' scale-from-filename convention) against the stock yolov8n.yaml, and
+rtdetr-*.yaml against the stock rtdetr-l.yaml. Per model:
+
+  * parameters;
+  * GFLOPs of one 640x640 image, counted by torch.utils.flop_counter.FlopCounterMode (2 FLOPs per
+    multiply-add, like ultralytics' own figure) on a meta-device copy in eval mode (shapes only), or on a
+    real eval forward when a module needs tensor values;
+  * CPU latency of an eval forward (no Conv+BN fusion, for stock and patched alike) at 640x640, batch 1,
+    torch.set_num_threads(2): median of N runs after a warm-up run. The stock models are timed at the
+    start and again at the end of the run; their mean is the reference.
+
+usage: python tests/benchmarks/bench_models.py [--json OUT] [--quick]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from copy import deepcopy
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+GROUP = "trade"
+SCRIPT = Path(__file__).resolve()
+SIZE = 640
+WARMUP, RUNS = 1, 3
+STOCK = {"yolov8n": "cfg/models/v8/yolov8n.yaml", "rtdetr-l": "cfg/models/rt-detr/rtdetr-l.yaml"}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Worker: runs inside the patched copy's interpreter environment
+# ---------------------------------------------------------------------------------------------------------
+def _meta_copy(model, torch):
+    memo = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return deepcopy(model, memo)
+
+
+def gflops(model, torch) -> tuple[float, str]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    try:
+        meta = _meta_copy(model, torch).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            meta(torch.empty(1, 3, SIZE, SIZE, device="meta"))
+        return counter.get_total_flops() / 1e9, "meta"
+    except Exception:  # noqa: BLE001 - a module reads tensor values: count on a real forward
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 3, SIZE, SIZE))
+        return counter.get_total_flops() / 1e9, "real"
+
+
+def measure(path: str, kind: str, torch, tasks, warmup: int, runs: int) -> dict:
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    cls = tasks.RTDETRDetectionModel if kind == "rtdetr" else tasks.DetectionModel
+    model = cls(path, verbose=False).eval()
+    built = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    flops, how = gflops(model, torch)
+    x = torch.rand(1, 3, SIZE, SIZE)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + runs):
+            start = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return {"params": params, "gflops": flops, "flops_by": how, "latency": C.median(times), "times": times,
+            "build_seconds": built}
+
+
+def worker(spec: dict) -> None:
+    torch = C.set_torch_threads()
+    from ultralytics.nn import tasks
+
+    for item in spec["items"]:
+        try:
+            result = measure(item["path"], item["kind"], torch, tasks, spec["warmup"], spec["runs"])
+            result.update(ok=True)
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+        result.update(name=item["name"], baseline=item.get("baseline"), load=C.loadavg())
+        C.report(result)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Driver
+# ---------------------------------------------------------------------------------------------------------
+def shipped_recipes() -> list[str]:
+    """Every shipped recipe that declares the ultralytics target (read from recipes/*/recipe.toml)."""
+    import tomllib
+
+    names = []
+    for toml in sorted(C.RECIPES.glob("*/recipe.toml")):
+        data = tomllib.loads(toml.read_text(encoding="utf-8"))
+        if "ultralytics" in data.get("targets", []):
+            names.append(data["name"])
+    return names
+
+
+def items_for(copy: Path) -> list[dict]:
+    package = copy / "ultralytics"
+    generated = sorted((package / "cfg/models/yolopatch").glob("*.yaml"))
+    items = []
+    for path in generated:
+        if path.name.startswith("rtdetr"):
+            items.append({"name": path.stem, "path": str(path), "kind": "rtdetr", "baseline": "rtdetr-l"})
+        else:  # yolov8-x.yaml at scale n: ultralytics reads the scale from the file name yolov8n-x.yaml
+            scaled = path.with_name(path.name.replace("yolov8-", "yolov8n-", 1))
+            items.append({"name": scaled.stem, "path": str(scaled), "kind": "detect", "baseline": "yolov8n"})
+    return items
+
+
+def stock_items(copy: Path) -> list[dict]:
+    return [{"name": name, "path": str(copy / "ultralytics" / rel), "kind": "rtdetr" if "rtdetr" in name else "detect"}
+            for name, rel in STOCK.items()]
+
+
+def run_items(copy: Path, items: list[dict], warmup: int, runs: int) -> list[dict]:
+    up = C.upstream()
+    env = up.target_env(copy)
+    env["YOLO_VERBOSE"] = "False"
+    env["YOLO_CONFIG_DIR"] = str(copy.parent / "config")
+    cmd = [C.PYTHON, str(SCRIPT), "--worker", json.dumps({"items": items, "warmup": warmup, "runs": runs})]
+    proc = subprocess.Popen(cmd, env=env, cwd=str(copy.parent), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    results = []
+    for line in proc.stdout:
+        if line.startswith(C.RESULT_PREFIX):
+            result = json.loads(line[len(C.RESULT_PREFIX):])
+            results.append(result)
+            status = f"{result['latency'] * 1000:.0f} ms" if result.get("ok") else result.get("error")
+            print(f"  {result['name']}: {status}", file=sys.stderr, flush=True)
+    err = proc.stderr.read()
+    proc.wait()
+    if len(results) != len(items):
+        raise RuntimeError(f"model worker exited {proc.returncode} after {len(results)} of {len(items)}: {err[-3000:]}")
+    return results
+
+
+def run(quick: bool = False) -> tuple[list[dict], dict]:
+    warmup, runs = (1, 1) if quick else (WARMUP, RUNS)
+    details: dict = {"load_before": C.loadavg(), "threads": C.TORCH_THREADS, "warmup": warmup, "runs": runs}
+    with tempfile.TemporaryDirectory(prefix="yolopatch-bench-models-") as tmp:
+        copy = C.fresh_ultralytics(Path(tmp) / "ultralytics")
+        recipes = shipped_recipes()
+        done = subprocess.run([C.PYTHON, "-m", "yolopatch", "apply", *recipes, "--repo", str(copy)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            raise RuntimeError(f"yolopatch apply {' '.join(recipes)} exited {done.returncode}: {done.stderr[-2000:]}")
+        details["recipes"] = recipes
+        items = items_for(copy)
+        if quick:
+            items = [i for i in items if "mobilenetv4" in i["name"]]
+        stock = stock_items(copy)
+        results = run_items(copy, stock + items + stock, warmup, runs)
+    first, measured, last = results[:len(stock)], results[len(stock):-len(stock)], results[-len(stock):]
+    base = {}
+    for a, b in zip(first, last):
+        base[a["name"]] = dict(a, latency=(a["latency"] + b["latency"]) / 2, latency_start=a["latency"],
+                               latency_end=b["latency"])
+    details["stock"] = base
+    details["models"] = measured
+    rows = []
+    for name, info in base.items():
+        rows.append(C.row(GROUP, f"{name} (stock)", "reference",
+                          f"{info['params'] / 1e6:.2f} M params, {info['gflops']:.1f} GFLOPs, {C.fmt_ms(info['latency'])}",
+                          "info", f"latency at the start {C.fmt_ms(info['latency_start'])}, at the end "
+                                  f"{C.fmt_ms(info['latency_end'])}"))
+    for r in measured:
+        if not r.get("ok"):
+            rows.append(C.row(GROUP, r["name"], "builds", "failed", "MISS", r.get("error", "")))
+            continue
+        b = base[r["baseline"]]
+        rows.append(C.row(
+            GROUP, f"{r['name']} vs {r['baseline']}", "report",
+            f"params {r['params'] / 1e6:.2f} M ({r['params'] / b['params']:.2f}x), GFLOPs {r['gflops']:.1f} "
+            f"({r['gflops'] / b['gflops']:.2f}x), latency {C.fmt_ms(r['latency'])} ({r['latency'] / b['latency']:.2f}x)",
+            "info", "" if r["flops_by"] == "meta" else "FLOPs counted on a real forward"))
+    details["load_after"] = C.loadavg()
+    return rows, details
+
+
+def main() -> None:
+    args = C.main_args(__doc__.splitlines()[0])
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    rows, details = run(args.quick)
+    C.print_rows(rows)
+    C.write_json(args.json, rows, details)
+
+
+if __name__ == "__main__":
+    main()
