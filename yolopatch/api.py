@@ -41,10 +41,10 @@ def _refuse_if_interrupted(root: Path) -> None:
 
 
 def _transition_to(target, old, wanted: list[Recipe], force: bool, hint: str = "") -> Transition:
+    if not wanted:  # back to pristine: saved bytes only, no source edits to load
+        return plan_transition(target, old, [], [], force, hint)
     from . import plan  # the source edits (libcst) load only when something is planned
 
-    if not wanted:
-        return plan_transition(target, old, [], [], force, hint)
     planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel))
     return plan_transition(target, old, planned, _recipe_records(wanted), force, hint)
 
