@@ -33,7 +33,10 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 def conv_bn(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
     layers = [nn.Conv2d(c1, c2, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c2)]
     if act:
-        layers.append(nn.ReLU6())
+        # In place, as in torchvision/timm: BatchNorm's backward needs its input, not the output this
+        # overwrites, and an out-of-place activation allocates a full-size tensor per layer (about a
+        # quarter slower at 640x640 on CPU, see tests/benchmarks/bench_modules.py).
+        layers.append(nn.ReLU6(inplace=True))
     return nn.Sequential(*layers)
 
 

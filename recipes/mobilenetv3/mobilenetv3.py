@@ -53,10 +53,15 @@ def make_divisible(value: float, divisor: int = 8) -> int:
 
 
 def conv_bn(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act=None) -> nn.Sequential:
-    """Conv (no bias) + BatchNorm, followed by `act()` when an activation class is given."""
+    """Conv (no bias) + BatchNorm, followed by `act(inplace=True)` when an activation class is given.
+
+    In place, as in torchvision/timm: BatchNorm's backward needs its input, not the output the activation
+    overwrites, and an out-of-place activation allocates a full-size tensor per layer (about 15% slower at
+    640x640 on CPU, see tests/benchmarks/bench_modules.py).
+    """
     layers = [nn.Conv2d(c1, c2, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c2)]
     if act is not None:
-        layers.append(act())
+        layers.append(act(inplace=True))
     return nn.Sequential(*layers)
 
 
@@ -68,7 +73,7 @@ class SqueezeExcite(nn.Module):
         squeezed = make_divisible(c // 4)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.reduce = nn.Conv2d(c, squeezed, 1)
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)  # on the reduce conv's own output
         self.expand = nn.Conv2d(squeezed, c, 1)
         self.gate = nn.Hardsigmoid()
 
