@@ -139,6 +139,47 @@ def run_worker(script: Path, spec: dict, extra_env: dict | None = None, timeout:
     raise RuntimeError(f"worker {spec} exited {done.returncode} without a result:\n{done.stderr[-3000:]}")
 
 
+def _forked_child(fn, spec, conn, malloc_fixed):
+    try:
+        if malloc_fixed:
+            pin_mmap_threshold()
+        conn.send(("ok", fn(spec)))
+    except BaseException as exc:  # noqa: BLE001 - hand any failure to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def run_forked(fn, spec: dict, malloc_fixed: bool = True, timeout: float = 900.0) -> dict:
+    """Run fn(spec) in a new process forked from this one (which must have imported torch but run no torch
+    operation, so no OpenMP pool exists to break across fork): a fresh address space per measurement
+    without paying for the torch import again."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_forked_child, args=(fn, spec, child, malloc_fixed))
+    proc.start()
+    child.close()
+    if not parent.poll(timeout):
+        proc.kill()
+        raise RuntimeError(f"forked measurement {spec} timed out")
+    status, payload = parent.recv()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"forked measurement {spec} failed: {payload}")
+    return payload
+
+
+def pin_mmap_threshold() -> None:
+    """mallopt(M_MMAP_THRESHOLD, 128 KiB) in this process: the same effect as MEMORY_ENV, after start-up."""
+    import ctypes
+    import ctypes.util
+
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    libc.mallopt(-3, 131072)  # M_MMAP_THRESHOLD; also turns off glibc's dynamic threshold
+
+
 def report(result: dict) -> None:
     """Called by a worker: hand the result back to the parent."""
     print(RESULT_PREFIX + json.dumps(result), flush=True)

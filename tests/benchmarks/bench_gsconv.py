@@ -2,8 +2,8 @@
 
 GSConv(c1, c2, k, s) = dense Conv(c1 -> c2/2, k, s) + depthwise 5x5 Conv of that half + concatenation +
 two-group channel shuffle. The shuffle and the concatenation do no arithmetic but each copy the whole
-output. For the neck shapes yolov8s-slimneck sees at 640x640, in one fresh subprocess with
-torch.set_num_threads(2), eval mode, inference_mode, median of N runs after warm-up (alternating):
+output. For the neck shapes yolov8s-slimneck sees at 640x640, in one fresh subprocess with the
+benchmark thread count (_common.TORCH_THREADS), eval mode, inference_mode, median of N runs after warm-up (alternating):
 
   * the shipped GSConv forward;
   * its parts: dense conv, depthwise conv, concatenation, shuffle (each timed alone on its real input);
@@ -100,7 +100,8 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
             f"cat {C.fmt_ms(m['cat'])}, shuffle {C.fmt_ms(m['shuffle'])} ({m['shuffle'] / m['GSConv']:.0%} of GSConv; "
             f"cat+shuffle {copies / m['GSConv']:.0%}); single-copy stack interleave {C.fmt_ms(m['stack interleave'])} "
             f"(same tensor: {'yes' if r['stack_equals_shuffle'] else 'NO'}); the full Conv({c1}, {c2}) it replaces "
-            f"{C.fmt_ms(m['full Conv c1->c2'])} at {r['full_macs'] / r['gs_macs']:.2f}x the FLOPs"))
+            f"{C.fmt_ms(m['full Conv c1->c2'])} at {r['full_macs'] / r['gs_macs']:.2f}x the FLOPs; torch threads "
+            f"{C.TORCH_THREADS}"))
     details["load_after"] = C.loadavg()
     return rows, details
 

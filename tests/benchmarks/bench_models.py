@@ -11,8 +11,10 @@ rtdetr-*.yaml against the stock rtdetr-l.yaml. Per model:
     multiply-add, like ultralytics' own figure) on a meta-device copy in eval mode (shapes only), or on a
     real eval forward when a module needs tensor values;
   * CPU latency of an eval forward (no Conv+BN fusion, for stock and patched alike) at 640x640, batch 1,
-    torch.set_num_threads(2): median of N runs after a warm-up run. The stock models are timed at the
-    start and again at the end of the run; their mean is the reference.
+    torch threads as in _common.TORCH_THREADS (2 unless YOLOPATCH_BENCH_THREADS says otherwise): median of
+    N runs after a warm-up run. Right after each model the stock model of its scale is timed again (three
+    runs of yolov8n, one of rtdetr-l); the model's reference is the median of those stock runs and of its
+    neighbours', so each ratio compares runs made under the same machine load.
 
 usage: python tests/benchmarks/bench_models.py [--json OUT] [--quick]
 """
@@ -35,6 +37,9 @@ GROUP = "trade"
 SCRIPT = Path(__file__).resolve()
 SIZE = 640
 WARMUP, RUNS = 1, 3
+# Runs of the stock model right after each generated model: cheap for yolov8n, one for rtdetr-l (pooled
+# with the neighbouring models' samples).
+BASE_RUNS = {"yolov8n": 3, "rtdetr-l": 1}
 STOCK = {"yolov8n": "cfg/models/v8/yolov8n.yaml", "rtdetr-l": "cfg/models/rt-detr/rtdetr-l.yaml"}
 
 
@@ -64,15 +69,12 @@ def gflops(model, torch) -> tuple[float, str]:
         return counter.get_total_flops() / 1e9, "real"
 
 
-def measure(path: str, kind: str, torch, tasks, warmup: int, runs: int) -> dict:
-    torch.manual_seed(0)
-    start = time.perf_counter()
+def build(path: str, kind: str, tasks):
     cls = tasks.RTDETRDetectionModel if kind == "rtdetr" else tasks.DetectionModel
-    model = cls(path, verbose=False).eval()
-    built = time.perf_counter() - start
-    params = sum(p.numel() for p in model.parameters())
-    flops, how = gflops(model, torch)
-    x = torch.rand(1, 3, SIZE, SIZE)
+    return cls(path, verbose=False).eval()
+
+
+def timed_runs(model, x, torch, warmup: int, runs: int) -> list[float]:
     times = []
     with torch.inference_mode():
         for i in range(warmup + runs):
@@ -80,17 +82,40 @@ def measure(path: str, kind: str, torch, tasks, warmup: int, runs: int) -> dict:
             model(x)
             if i >= warmup:
                 times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(item: dict, torch, tasks, spec: dict, stock: dict) -> dict:
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    model = build(item["path"], item["kind"], tasks)
+    built = time.perf_counter() - start
+    params = sum(p.numel() for p in model.parameters())
+    flops, how = gflops(model, torch)
+    x = torch.rand(1, 3, SIZE, SIZE)
+    times = timed_runs(model, x, torch, spec["warmup"], spec["runs"])
+    del model
+    # The stock model of the same scale, timed right after: the reference of this model's latency ratio
+    # comes from the same minutes of machine load (run_all pools these samples with the neighbours').
+    base_times = []
+    if item.get("baseline"):
+        base_times = timed_runs(stock[item["baseline"]], x, torch, 0, spec["base_runs"][item["baseline"]])
     return {"params": params, "gflops": flops, "flops_by": how, "latency": C.median(times), "times": times,
-            "build_seconds": built}
+            "base_times": base_times, "build_seconds": built}
 
 
 def worker(spec: dict) -> None:
     torch = C.set_torch_threads()
     from ultralytics.nn import tasks
 
-    for item in spec["items"]:
+    stock = {}
+    for item in spec["stock"]:
+        torch.manual_seed(0)
+        stock[item["name"]] = build(item["path"], item["kind"], tasks)
+        timed_runs(stock[item["name"]], torch.rand(1, 3, SIZE, SIZE), torch, 1, 0)  # warm-up
+    for item in spec["stock"] + spec["items"]:
         try:
-            result = measure(item["path"], item["kind"], torch, tasks, spec["warmup"], spec["runs"])
+            result = measure(item, torch, tasks, spec, stock)
             result.update(ok=True)
         except Exception as exc:  # noqa: BLE001 - report and go on
             result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
@@ -131,12 +156,13 @@ def stock_items(copy: Path) -> list[dict]:
             for name, rel in STOCK.items()]
 
 
-def run_items(copy: Path, items: list[dict], warmup: int, runs: int) -> list[dict]:
+def run_items(copy: Path, stock: list[dict], items: list[dict], warmup: int, runs: int) -> list[dict]:
     up = C.upstream()
     env = up.target_env(copy)
     env["YOLO_VERBOSE"] = "False"
     env["YOLO_CONFIG_DIR"] = str(copy.parent / "config")
-    cmd = [C.PYTHON, str(SCRIPT), "--worker", json.dumps({"items": items, "warmup": warmup, "runs": runs})]
+    spec = {"stock": stock, "items": items, "warmup": warmup, "runs": runs, "base_runs": BASE_RUNS}
+    cmd = [C.PYTHON, str(SCRIPT), "--worker", json.dumps(spec)]
     proc = subprocess.Popen(cmd, env=env, cwd=str(copy.parent), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     results = []
@@ -148,9 +174,23 @@ def run_items(copy: Path, items: list[dict], warmup: int, runs: int) -> list[dic
             print(f"  {result['name']}: {status}", file=sys.stderr, flush=True)
     err = proc.stderr.read()
     proc.wait()
-    if len(results) != len(items):
-        raise RuntimeError(f"model worker exited {proc.returncode} after {len(results)} of {len(items)}: {err[-3000:]}")
+    if len(results) != len(stock) + len(items):
+        raise RuntimeError(f"model worker exited {proc.returncode} after {len(results)} of "
+                           f"{len(stock) + len(items)}: {err[-3000:]}")
     return results
+
+
+def reference_samples(measured: list[dict]) -> None:
+    """Each model's latency reference: the median of the stock runs timed right after it and right after
+    its neighbours with the same stock model (so the ratio compares like with like under a changing load)."""
+    for i, r in enumerate(measured):
+        if not r.get("ok"):
+            continue
+        same = [m for m in measured if m.get("ok") and m.get("baseline") == r["baseline"]]
+        k = same.index(r)
+        samples = [t for m in same[max(0, k - 1):k + 2] for t in m["base_times"]]
+        r["reference"] = C.median(samples)
+        r["reference_samples"] = len(samples)
 
 
 def run(quick: bool = False) -> tuple[list[dict], dict]:
@@ -168,20 +208,20 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
         if quick:
             items = [i for i in items if "mobilenetv4" in i["name"]]
         stock = stock_items(copy)
-        results = run_items(copy, stock + items + stock, warmup, runs)
-    first, measured, last = results[:len(stock)], results[len(stock):-len(stock)], results[-len(stock):]
+        results = run_items(copy, stock, items, warmup, runs)
+    first, measured = results[:len(stock)], results[len(stock):]
+    reference_samples(measured)
     base = {}
-    for a, b in zip(first, last):
-        base[a["name"]] = dict(a, latency=(a["latency"] + b["latency"]) / 2, latency_start=a["latency"],
-                               latency_end=b["latency"])
+    for s in first:
+        samples = [t for m in measured if m.get("baseline") == s["name"] for t in m.get("base_times", [])]
+        base[s["name"]] = dict(s, latency=C.median(samples) if samples else s["latency"], samples=len(samples))
     details["stock"] = base
     details["models"] = measured
     rows = []
     for name, info in base.items():
         rows.append(C.row(GROUP, f"{name} (stock)", "reference",
                           f"{info['params'] / 1e6:.2f} M params, {info['gflops']:.1f} GFLOPs, {C.fmt_ms(info['latency'])}",
-                          "info", f"latency at the start {C.fmt_ms(info['latency_start'])}, at the end "
-                                  f"{C.fmt_ms(info['latency_end'])}"))
+                          "info", f"latency: median of {info['samples']} runs spread over the whole run"))
     for r in measured:
         if not r.get("ok"):
             rows.append(C.row(GROUP, r["name"], "builds", "failed", "MISS", r.get("error", "")))
@@ -190,7 +230,7 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
         rows.append(C.row(
             GROUP, f"{r['name']} vs {r['baseline']}", "report",
             f"params {r['params'] / 1e6:.2f} M ({r['params'] / b['params']:.2f}x), GFLOPs {r['gflops']:.1f} "
-            f"({r['gflops'] / b['gflops']:.2f}x), latency {C.fmt_ms(r['latency'])} ({r['latency'] / b['latency']:.2f}x)",
+            f"({r['gflops'] / b['gflops']:.2f}x), latency {C.fmt_ms(r['latency'])} ({r['latency'] / r['reference']:.2f}x)",
             "info", "" if r["flops_by"] == "meta" else "FLOPs counted on a real forward"))
     details["load_after"] = C.loadavg()
     return rows, details

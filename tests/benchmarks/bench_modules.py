@@ -1,14 +1,16 @@
 """Our MobileNetV2 / V3 / V4 backbones against their timm equivalents, and backbone construction time.
 
-Latency: CPU, torch.set_num_threads(2), eval mode under torch.inference_mode, 640x640 input at batch 1
+Latency: CPU, _common.TORCH_THREADS intra-op threads (2 unless YOLOPATCH_BENCH_THREADS says otherwise), eval mode under torch.inference_mode, 640x640 input at batch 1
 and 8; both implementations are built in the same fresh subprocess and run alternately (ours, timm, timm,
 ours, ...) after warm-up runs, so a change of machine load hits both alike; the figure is the median of
-N runs each and the ratio ours / timm of the medians.
+N runs each and the ratio ours / timm of the medians (at batch 8, cheap models get more than N runs).
 
-Peak memory: a fresh subprocess per (model, implementation, batch) builds the model, notes its RSS,
-resets the RSS high-water mark (/proc/self/clear_refs), runs one forward pass and reads the high-water
-mark again (VmHWM): peak RSS delta of the forward. glibc's mmap threshold is pinned (MALLOC_MMAP_THRESHOLD_)
-so freed tensors leave the RSS at once and the high-water mark follows live tensor memory.
+Peak memory: a fresh process per (model, implementation, batch) - forked from the driver, which has
+imported torch and timm but run nothing - builds the model, runs a warm-up forward (batch 1), notes its
+RSS, resets the RSS high-water mark (/proc/self/clear_refs), runs one forward pass and reads the
+high-water mark again (VmHWM): the peak RSS delta of the forward. glibc's mmap threshold is pinned
+(mallopt M_MMAP_THRESHOLD, as MALLOC_MMAP_THRESHOLD_=131072) so freed tensors leave the RSS at once and
+the high-water mark follows live tensor memory.
 
 Construction: every backbone the recipes ship (and the timm equivalents), built with default arguments in
 a fresh subprocess; the median of several constructions after one warm-up. A global forward pre-hook
@@ -47,6 +49,7 @@ PAIRS = {
 }
 # (warm-up runs, measured runs) per batch size
 REPS = {1: (2, 11), 8: (1, 3)}
+BATCH_SECONDS, MAX_RUNS = 6.0, 9
 QUICK_REPS = {1: (1, 3)}
 CONSTRUCT_RUNS = 3
 # Too large to construct repeatedly within the run's time budget (hundreds of millions of parameters).
@@ -71,7 +74,12 @@ def worker_latency(spec: dict) -> dict:
     torch.manual_seed(0)
     models = {impl: build(spec["model"], impl).eval() for impl in ("ours", "timm")}
     result = {"params": {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}}
+    first = None
     for batch, (warmup, runs) in spec["reps"].items():
+        if first is not None and runs:
+            # Cheap models get more runs at the larger batch (about BATCH_SECONDS of forwards per model),
+            # never fewer than the table says.
+            runs = max(runs, min(MAX_RUNS, round(BATCH_SECONDS / (int(batch) * first))))
         x = torch.randn(int(batch), 3, SIZE, SIZE)
         times = {"ours": [], "timm": []}
         with torch.inference_mode():
@@ -84,6 +92,8 @@ def worker_latency(spec: dict) -> dict:
                     if i >= warmup:
                         times[impl].append(elapsed)
         result[str(batch)] = times
+        if first is None:
+            first = max(C.median(times["ours"]), C.median(times["timm"]))
     return result
 
 
@@ -164,14 +174,19 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
     reps = QUICK_REPS if quick else REPS
     details: dict = {"load_before": C.loadavg(), "threads": C.TORCH_THREADS, "size": SIZE, "reps": reps}
     rows = []
+    # Memory is measured in processes forked from this one: import torch and timm here (no operation runs
+    # before the fork), so each measurement gets a fresh address space without a new interpreter.
+    import timm  # noqa: F401
+    import torch  # noqa: F401
+
     latency = {name: C.run_worker(SCRIPT, {"kind": "latency", "model": name, "reps": reps}) for name in PAIRS}
     for batch, (warmup, runs) in reps.items():
         for name in PAIRS:
             lat = latency[name]
             # A warm-up forward before the measured one where it is cheap; at batch 8 the measured forward is
             # the process's first at that size (its one-time allocations are small next to the activations).
-            mem = {impl: C.run_worker(SCRIPT, {"kind": "memory", "model": name, "impl": impl, "batch": batch,
-                                               "warmup": batch == 1}, C.MEMORY_ENV) for impl in ("ours", "timm")}
+            mem = {impl: C.run_forked(worker_memory, {"model": name, "impl": impl, "batch": batch,
+                                                      "warmup": batch == 1}) for impl in ("ours", "timm")}
             ours, ref = C.median(lat[str(batch)]["ours"]), C.median(lat[str(batch)]["timm"])
             ratio = ours / ref
             mem_ratio = mem["ours"]["delta_mib"] / max(mem["timm"]["delta_mib"], 1e-9)
@@ -182,7 +197,8 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
             rows.append(C.row(GROUP, f"{name} vs timm {PAIRS[name][2]}: latency, batch {batch}, {SIZE}x{SIZE}",
                               f"ratio <= {RATIO_TARGET}",
                               f"{ratio:.2f} ({C.fmt_ms(ours)} vs {C.fmt_ms(ref)})", C.judge(ratio <= RATIO_TARGET),
-                              f"median of {runs} after {warmup} warm-up, alternating; {same}"))
+                              f"median of {len(lat[str(batch)]['ours'])} after {warmup} warm-up, alternating; "
+                              f"{same}; torch threads {C.TORCH_THREADS}"))
             rows.append(C.row(GROUP, f"{name} vs timm {PAIRS[name][2]}: peak memory, batch {batch}",
                               f"ratio <= {RATIO_TARGET}",
                               f"{mem_ratio:.2f} ({mem['ours']['delta_mib']:.0f} vs {mem['timm']['delta_mib']:.0f} MiB)",

@@ -1,7 +1,7 @@
 """RevCol training-step peak memory: the reversible backward (save_memory=True) against plain autograd.
 
 revcol_tiny with its YAML defaults (drop_path 0.1) in train mode, input 2x3x640x640, one training step
-(forward, then backward of a random projection of all four outputs), CPU with torch.set_num_threads(2).
+(forward, then backward of a random projection of all four outputs), CPU, _common.TORCH_THREADS threads.
 Each path runs in its own fresh subprocess: build the model and the input, note the RSS, reset the RSS
 high-water mark (/proc/self/clear_refs), run the step, read the high-water mark (VmHWM). glibc's mmap
 threshold is pinned (MALLOC_MMAP_THRESHOLD_) so that freed tensors leave the RSS at once and the peak
@@ -69,7 +69,8 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
               f"{plain['grad_mib']:.0f} MiB of parameter gradients in both"),
         C.row(GROUP, "revcol_tiny training-step time, reversible vs plain", "-",
               f"{rev['seconds']:.1f} s vs {plain['seconds']:.1f} s ({rev['seconds'] / plain['seconds']:.2f}x)", "info",
-              "the reversible backward recomputes every column; one step each, so load changes show here"),
+              f"the reversible backward recomputes every column; one step each (torch threads "
+              f"{C.TORCH_THREADS}), so load changes show here"),
     ]
     details["load_after"] = C.loadavg()
     return rows, details

@@ -147,11 +147,6 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
                 f"interpreters {result['runner_processes']} (at most {result['max_concurrent_runners']} at once), torch "
                 f"threads {threads} each; import {result['import_seconds']} s; summed steps: {steps}; "
                 f"load average during the run {result['load'][0]:.2f}")
-        if not ok and not quick:
-            retry = timed_verify(copy, {"YOLOPATCH_VERIFY_THREADS": str(os.cpu_count() or 2)})
-            details["run with YOLOPATCH_VERIFY_THREADS=cores"] = retry
-            note += (f"; with YOLOPATCH_VERIFY_THREADS={os.cpu_count()}: {C.fmt_s(retry['wall'])} "
-                     f"(exit {retry['exit']})")
     rows = [C.row(GROUP, f"`yolopatch verify` ({RECIPE} on ultralytics {C.newest_ultralytics()[1]}, full ladder)",
                   f"< {TARGET_SECONDS:.0f} s ({os.cpu_count()}-core CPU)", C.fmt_s(result["wall"]), C.judge(ok), note)]
     details["load_after"] = C.loadavg()

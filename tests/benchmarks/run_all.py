@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 SCRIPTS = ["threads", "cli", "verify", "modules", "revcol", "gsconv", "models"]
+TORCH_SCRIPTS = {"modules", "revcol", "gsconv", "models"}
 GROUP_TITLES = {
     "CLI": "CLI: start-up, apply, revert",
     "verify": "verify",
@@ -71,14 +72,17 @@ CAUSES = {
         "`recipes.load_all`. Fix (yolopatch/cli.py, `list_cmd` and `show`): import `recipes` directly "
         "(`from . import recipes; recipes.load_all(...)` / `recipes.resolve(...)`) instead of `_api()`."),
     "`yolopatch verify": (
-        "verify's wall time is three interpreters each importing torch (~3 s of CPU apiece) plus, per "
-        "model, build + shapes + FLOP counting for all five yolov8 scales and RT-DETR (the FLOP counter "
-        "alone is 1-3 s per model even on the meta device), with one torch thread per runner "
-        "(runner_env.set_threads: cores // 2). On a 2-core machine shared with other jobs the CPU work "
-        "(see CPU seconds in the note) cannot finish in 45 s of wall time; the note also gives the time with "
-        "YOLOPATCH_VERIFY_THREADS=cores. Fixes to weigh in yolopatch/verify: count FLOPs for one scale and "
-        "scale the others' figures only where exact (or count FLOPs only for the scale that is trained), "
-        "and let the verify runner raise its thread count once the pristine runner has written its result."),
+        "verify's wall time is the CPU work of three interpreters on two shared cores: each runner imports "
+        "torch (~3 s of CPU apiece; the 'import' figure in the note is the verify runner's, under load), "
+        "and the default ladder builds, checks shapes and counts FLOPs for all five yolov8 scales plus "
+        "RT-DETR (the FLOP counter costs 1-3 s per model even on the meta device), then trains and reloads "
+        "the first scale. The note gives the CPU seconds of all processes: when they exceed the wall-time "
+        "budget the other jobs on the machine leave, no setting inside verify can meet 45 s. More torch "
+        "threads do not help on a shared machine: the same run with YOLOPATCH_VERIFY_THREADS=2 took 106 s "
+        "against 57.5 s (2026-11-22, load 3.8), so runner_env.set_threads' one thread per runner is right. "
+        "What would cut the CPU work (yolopatch/verify): count FLOPs once per YAML at its first scale and "
+        "only build + shape-check the other scales (or make `--one-scale` the default and the five-scale "
+        "sweep opt-in), which removes about two thirds of the build/shapes/figures seconds in the note."),
 }
 
 
@@ -101,7 +105,7 @@ def md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def render(results: dict, durations: dict, machine: dict, threads: int, threads_source: str, quick: bool,
+def render(results: dict, durations: dict, machine: dict, threads_used: dict, quick: bool,
            started: tuple, finished: tuple, total: float) -> str:
     rows = [r for name in SCRIPTS if name in results for r in results[name]["rows"]]
     lines = ["# Benchmarks", "",
@@ -122,9 +126,13 @@ def render(results: dict, durations: dict, machine: dict, threads: int, threads_
         f"{finished[0]:.2f} / {finished[1]:.2f} / {finished[2]:.2f}: other jobs shared the cores, so wall times "
         "are higher and noisier than on an idle machine; ratios measured side by side (ours vs timm, alternating "
         "runs in one process) are the most robust figures.",
-        f"- torch intra-op threads for the module and model benchmarks: **{threads}** ({threads_source}).",
-        "", "Reproduce: `python tests/benchmarks/run_all.py` (about 15 minutes on this machine; "
-        "`YOLOPATCH_BENCH_THREADS=2` forces two threads). Methods are described in each script's docstring; "
+        "- torch intra-op threads per benchmark: " + ", ".join(f"{k} **{v.split()[0]}**" for k, v in threads_used.items())
+        + ". Chosen by a short calibration (last table) right before each script: 2 threads when a second "
+        "thread speeds a forward up by at least 1.2x at that moment, else 1 - when other jobs keep the cores "
+        "busy a 2-thread forward stalls at every OpenMP barrier and runs several times slower than 1 thread. "
+        "verify's runners set their own threads (1 each, see its row).",
+        "", "Reproduce: `python tests/benchmarks/run_all.py` (about 15 minutes on this machine when it is "
+        "not shared; `YOLOPATCH_BENCH_THREADS=2` forces two threads everywhere). Methods are described in each script's docstring; "
         "in short:", "",
         "- CLI: wall time of the real entry point (`python -m yolopatch ...`, the interpreter binary itself, no "
         "shell shim), median of several runs after a warm-up, next to `python -c pass`; bytecode compiled once "
@@ -172,8 +180,10 @@ def trade_table(details: dict, rows: list[dict]) -> list[str]:
     lines = ["Each generated YAML against the stock model of the same scale (yolov8-* built at scale n against "
              "yolov8n, rtdetr-* against rtdetr-l); no numeric target: the trade-off is the figure. GFLOPs "
              "for one 640x640 image by `torch.utils.flop_counter.FlopCounterMode` (meta device, shapes only); "
-             f"latency: eval forward, no Conv+BN fusion, median of {details['runs']} after {details['warmup']} "
-             "warm-up; the stock reference is the mean of its timing at the start and at the end of the run.", "",
+             f"latency: eval forward, no Conv+BN fusion, torch threads {details['threads']}, median of "
+             f"{details['runs']} after {details['warmup']} "
+             "warm-up; 'x stock' divides by the stock model timed right after it and its neighbours (same "
+             "minutes of machine load); the stock rows give the median of all those stock runs.", "",
              "| model | params (M) | x stock | GFLOPs | x stock | CPU latency | x stock |", "|---|---|---|---|---|---|---|"]
     for name, s in stock.items():
         lines.append(f"| {name} (stock) | {s['params'] / 1e6:.2f} | 1.00 | {s['gflops']:.1f} | 1.00 | "
@@ -184,7 +194,7 @@ def trade_table(details: dict, rows: list[dict]) -> list[str]:
             continue
         b = stock[m["baseline"]]
         lines.append(f"| {m['name']} | {m['params'] / 1e6:.2f} | {m['params'] / b['params']:.2f} | {m['gflops']:.1f} | "
-                     f"{m['gflops'] / b['gflops']:.2f} | {m['latency'] * 1000:.0f} ms | {m['latency'] / b['latency']:.2f} |")
+                     f"{m['gflops'] / b['gflops']:.2f} | {m['latency'] * 1000:.0f} ms | {m['latency'] / m['reference']:.2f} |")
     extra = [r for r in rows if r["status"] == "MISS"]
     for r in extra:
         lines.append(f"| {md_escape(r['figure'])} | **MISS** {md_escape(r['note'])} | | | | | |")
@@ -201,28 +211,39 @@ def main() -> None:
     started, start = C.loadavg(), time.perf_counter()
     machine = C.machine()
     env = dict(os.environ)
-    results, durations = {}, {}
+    results, durations, threads_used = {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="yolopatch-bench-") as tmp:
-        threads_source = "YOLOPATCH_BENCH_THREADS"
-        if "YOLOPATCH_BENCH_THREADS" in env:
-            threads = int(env["YOLOPATCH_BENCH_THREADS"])
-            names = [n for n in names if n != "threads"]
-        elif "threads" in names:
-            print("== bench_threads.py", flush=True)
-            results["threads"], durations["threads"], _ = run_script("threads", Path(tmp) / "threads.json", env, args.quick)
-            threads = results["threads"]["details"].get("chosen_threads", 2)
-            threads_source = "chosen by bench_threads.py's calibration, see the last table"
-        else:
-            threads, threads_source = 2, "default"
-        env["YOLOPATCH_BENCH_THREADS"] = str(threads)
+        fixed = env.get("YOLOPATCH_BENCH_THREADS")
+        calibrations = []
         for name in names:
             if name == "threads":
                 continue
+            if name in TORCH_SCRIPTS:
+                if fixed:
+                    env["YOLOPATCH_BENCH_THREADS"] = fixed
+                    threads_used[name] = f"{fixed} (YOLOPATCH_BENCH_THREADS)"
+                elif "threads" in names:
+                    # Calibrate right before each torch benchmark: the load other jobs put on the cores
+                    # changes within minutes, and with it whether a second thread helps or stalls.
+                    out = Path(tmp) / f"threads-{name}.json"
+                    got, seconds, _ = run_script("threads", out, env, quick=True)
+                    chosen = got["details"].get("chosen_threads", 1)
+                    for r in got["rows"]:
+                        r["figure"] = f"before bench_{name}.py: {r['figure']}"
+                    calibrations += got["rows"]
+                    durations["threads"] = durations.get("threads", 0.0) + seconds
+                    env["YOLOPATCH_BENCH_THREADS"] = str(chosen)
+                    threads_used[name] = f"{chosen} (calibrated just before)"
+                else:
+                    env["YOLOPATCH_BENCH_THREADS"] = "2"
+                    threads_used[name] = "2 (default)"
             print(f"== bench_{name}.py", flush=True)
             results[name], durations[name], stderr = run_script(name, Path(tmp) / f"{name}.json", env, args.quick)
             print(f"   ({durations[name]:.0f} s)", flush=True)
+        if calibrations:
+            results["threads"] = {"rows": calibrations, "details": {}}
     total = time.perf_counter() - start
-    text = render(results, durations, machine, threads, threads_source, args.quick, started, C.loadavg(), total)
+    text = render(results, durations, machine, threads_used, args.quick, started, C.loadavg(), total)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} ({total / 60:.1f} min)")
 
