@@ -22,3 +22,17 @@ def load_recipe_module(recipe: str, filename: str):
 
 def count_params(module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def emulate_initialize_weights(model):
+    """What the targets' initialize_weights does to a custom module: BatchNorm eps/momentum, and (older
+    releases) in-place activations."""
+    from torch import nn
+
+    inplace_types = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.LeakyReLU, nn.SiLU)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps, m.momentum = 1e-3, 0.03
+        elif isinstance(m, inplace_types):
+            m.inplace = True
+    return model

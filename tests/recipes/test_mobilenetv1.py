@@ -10,30 +10,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from recipe_loader import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 mnv1 = load_recipe_module("mobilenetv1", "mobilenetv1.py")
 RECIPE = tomllib.loads((RECIPES / "mobilenetv1" / "recipe.toml").read_text())
 INPLACE_TYPES = (nn.ReLU, nn.ReLU6, nn.Hardswish, nn.LeakyReLU, nn.SiLU)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The inputs are tiny; one intra-op thread avoids oversubscribing a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def emulate_initialize_weights(model):
-    """What the targets' initialize_weights does to a custom module."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps, m.momentum = 1e-3, 0.03
-        elif isinstance(m, INPLACE_TYPES):
-            m.inplace = True
-    return model
 
 
 def forward_backward(model, x):

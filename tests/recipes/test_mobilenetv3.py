@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from recipe_loader import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 mnv3 = load_recipe_module("mobilenetv3", "mobilenetv3.py")
 RECIPE = tomllib.loads((RECIPES / "mobilenetv3" / "recipe.toml").read_text())
@@ -25,25 +25,6 @@ VARIANTS = {
 }
 # Measured with the references above (the tests below compare live).
 EXPECTED_PARAMS = {"MobileNetV3Small": 927_008, "MobileNetV3Large": 2_971_952}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The inputs are tiny; one intra-op thread avoids oversubscribing a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def emulate_initialize_weights(model):
-    """What the targets' initialize_weights does to a custom module."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps, m.momentum = 1e-3, 0.03
-        elif isinstance(m, INPLACE_TYPES):
-            m.inplace = True
-    return model
 
 
 def forward_backward(model, x):

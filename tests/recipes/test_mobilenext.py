@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from recipe_loader import RECIPES, count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 mnx = load_recipe_module("mobilenext", "mobilenext.py")
 RECIPE = tomllib.loads((RECIPES / "mobilenext" / "recipe.toml").read_text())
@@ -78,25 +78,6 @@ def official_block_list(width=1.0):
 def official_features_params(width=1.0):
     stem, blocks = official_block_list(width)
     return conv_bn(3, stem, 3) + sum(sandglass_params(*b) for b in blocks)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The inputs are tiny; one intra-op thread avoids oversubscribing a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def emulate_initialize_weights(model):
-    """What the targets' initialize_weights does to a custom module."""
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.eps, m.momentum = 1e-3, 0.03
-        elif isinstance(m, INPLACE_TYPES):
-            m.inplace = True
-    return model
 
 
 def forward_backward(model, x):
