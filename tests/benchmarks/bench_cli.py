@@ -84,7 +84,7 @@ libcst.Module.code = property(code)
 
 import yolopatch.plan as plan, yolopatch.api as api, yolopatch.edits.parser_file as pf
 plan.build = timed("plan.build", plan.build)
-plan._check_output = timed("plan._check_output (fixed-point re-patch)", plan._check_output)
+plan._check_output = timed("plan._check_output", plan._check_output)
 plan.apply_patch = timed("apply_patch", plan.apply_patch)
 plan.render_yaml = timed("render_yaml", plan.render_yaml)
 api.commit = timed("commit (writes, fsync)", api.commit)
@@ -260,8 +260,9 @@ def explain_apply(inst: dict) -> str:
              f"jinja2 {imports['import jinja2']:.2f} s",
              f"plan.build {calls.get('plan.build', {}).get('seconds', 0):.2f} s "
              f"(parse {sum(p['seconds'] for p in inst['parses']):.2f} s in {len(inst['parses'])} calls, "
-             f"full-tree visits {calls['Module.visit']['seconds']:.2f} s, codegen {calls['Module.code']['seconds']:.2f} s, "
-             f"fixed-point re-patch {calls.get('plan._check_output (fixed-point re-patch)', {}).get('seconds', 0):.2f} s)",
+             f"full-tree visits {calls['Module.visit']['n']} ({calls['Module.visit']['seconds']:.2f} s), "
+             f"codegen {calls['Module.code']['seconds']:.2f} s, "
+             f"output check {calls.get('plan._check_output', {}).get('seconds', 0):.2f} s)",
              f"writes {calls.get('commit (writes, fsync)', {}).get('seconds', 0):.2f} s"]
     return ", ".join(parts)
 

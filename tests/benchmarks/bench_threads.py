@@ -52,7 +52,7 @@ def worker(spec: dict) -> dict:
 
 def run(quick: bool = False) -> tuple[list[dict], dict]:
     load = C.loadavg()
-    result = C.run_worker(SCRIPT, {"blocks": 1 if quick else 2, "runs": 3})
+    result = C.run_worker(SCRIPT, {"blocks": 1 if quick else 2, "runs": 3 if quick else 2})
     speedups = {name: r["1"] / r["2"] for name, r in result.items()}
     chosen = 2 if all(s >= MIN_SPEEDUP for s in speedups.values()) else 1
     text = ", ".join(f"{name} {s:.2f}x ({C.fmt_ms(result[name]['1'])} -> {C.fmt_ms(result[name]['2'])})"
