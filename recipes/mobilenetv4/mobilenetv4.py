@@ -19,6 +19,7 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 __all__ = (
     "MobileNetV4ConvSmall",
@@ -150,13 +151,24 @@ class MultiQueryAttention2d(nn.Module):
 
     def forward(self, x):
         b, _, h, w = x.shape
-        # q: (B, heads, N, d); k: (B, 1, d, M); v: (B, 1, M, d) -- the single k/v head broadcasts over heads.
+        # q: (B, heads, N, d); k, v: (B, 1, M, d) -- the single k/v head broadcasts over the query heads.
         q = self.query(x).reshape(b, self.heads, self.key_dim, h * w).transpose(-1, -2)
-        k = self.key(x).flatten(2).unsqueeze(1)
+        k = self.key(x).flatten(2).transpose(-1, -2).unsqueeze(1)
         v = self.value(x).flatten(2).transpose(-1, -2).unsqueeze(1)
-        attn = ((q * self.scale) @ k).softmax(dim=-1)
-        o = (attn @ v).transpose(-1, -2).reshape(b, self.heads * self.key_dim, h, w)
-        return self.out(o)
+        if _fused_attention():
+            # torch's fused kernel (default scale key_dim ** -0.5 == self.scale) never materialises the N x M
+            # attention matrix: as fast as timm, where the explicit form below was up to 30% slower at
+            # 640x640, batch 8 (tests/benchmarks/bench_modules.py). Its fast path wants contiguous inputs.
+            o = F.scaled_dot_product_attention(q.contiguous(), k.contiguous(), v.contiguous())
+        else:
+            o = ((q * self.scale) @ k.transpose(-1, -2)).softmax(dim=-1) @ v
+        return self.out(o.transpose(-1, -2).reshape(b, self.heads * self.key_dim, h, w))
+
+
+def _fused_attention():
+    """Use F.scaled_dot_product_attention (torch >= 2.0) except while tracing or scripting, so that the
+    TorchScript-based ONNX exporters of older targets keep seeing plain matmul + softmax."""
+    return hasattr(F, "scaled_dot_product_attention") and not (torch.jit.is_tracing() or torch.jit.is_scripting())
 
 
 class MobileMQA(nn.Module):

@@ -3,8 +3,8 @@
 Every shipped recipe is applied (one `yolopatch apply` of all of them) to a fresh copy of the newest
 ultralytics release; each generated YAML is then built through ultralytics' own model classes in a
 subprocess that imports the copy (PYTHONPATH=<copy>, PYTHONDONTWRITEBYTECODE=1): yolov8-*.yaml at scale n
-(built as yolov8n-*.yaml, ultralytics' scale-from-filename convention) against the stock yolov8n.yaml, and
-rtdetr-*.yaml against the stock rtdetr-l.yaml. Per model:
+(named yolov8n-* in the table) against the stock yolov8.yaml at scale n, and rtdetr-*.yaml against the stock
+rtdetr-l.yaml; the YAML is read and handed to the model class as a dict with its scale. Per model:
 
   * parameters;
   * GFLOPs of one 640x640 image, counted by torch.utils.flop_counter.FlopCounterMode (2 FLOPs per
@@ -40,7 +40,8 @@ WARMUP, RUNS = 1, 3
 # Runs of the stock model right after each generated model: cheap for yolov8n, one for rtdetr-l (pooled
 # with the neighbouring models' samples).
 BASE_RUNS = {"yolov8n": 3, "rtdetr-l": 1}
-STOCK = {"yolov8n": "cfg/models/v8/yolov8n.yaml", "rtdetr-l": "cfg/models/rt-detr/rtdetr-l.yaml"}
+STOCK = {"yolov8n": ("cfg/models/v8/yolov8.yaml", "detect", "n"),
+         "rtdetr-l": ("cfg/models/rt-detr/rtdetr-l.yaml", "rtdetr", "l")}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -69,9 +70,17 @@ def gflops(model, torch) -> tuple[float, str]:
         return counter.get_total_flops() / 1e9, "real"
 
 
-def build(path: str, kind: str, tasks):
+def build(path: str, kind: str, scale: str, tasks):
+    """The model of one YAML at one scale. The YAML is read here and handed over as a dict with its scale:
+    ultralytics' scale-from-file-name rule applies a regex to the whole path and mangles folders whose
+    names hold a digit followed by n/s/m/l/x (random temporary folders do)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        d = yaml.safe_load(f)
+    d["scale"], d["yaml_file"] = scale, path
     cls = tasks.RTDETRDetectionModel if kind == "rtdetr" else tasks.DetectionModel
-    return cls(path, verbose=False).eval()
+    return cls(d, verbose=False).eval()
 
 
 def timed_runs(model, x, torch, warmup: int, runs: int) -> list[float]:
@@ -88,7 +97,7 @@ def timed_runs(model, x, torch, warmup: int, runs: int) -> list[float]:
 def measure(item: dict, torch, tasks, spec: dict, stock: dict) -> dict:
     torch.manual_seed(0)
     start = time.perf_counter()
-    model = build(item["path"], item["kind"], tasks)
+    model = build(item["path"], item["kind"], item["scale"], tasks)
     built = time.perf_counter() - start
     params = sum(p.numel() for p in model.parameters())
     flops, how = gflops(model, torch)
@@ -111,7 +120,10 @@ def worker(spec: dict) -> None:
     stock = {}
     for item in spec["stock"]:
         torch.manual_seed(0)
-        stock[item["name"]] = build(item["path"], item["kind"], tasks)
+        try:
+            stock[item["name"]] = build(item["path"], item["kind"], item["scale"], tasks)
+        except Exception as exc:  # noqa: BLE001 - without the reference every item fails alike
+            raise SystemExit(f"cannot build the stock {item['name']} ({item['path']}): {type(exc).__name__}: {exc}")
         timed_runs(stock[item["name"]], torch.rand(1, 3, SIZE, SIZE), torch, 1, 0)  # warm-up
     for item in spec["stock"] + spec["items"]:
         try:
@@ -144,16 +156,16 @@ def items_for(copy: Path) -> list[dict]:
     items = []
     for path in generated:
         if path.name.startswith("rtdetr"):
-            items.append({"name": path.stem, "path": str(path), "kind": "rtdetr", "baseline": "rtdetr-l"})
-        else:  # yolov8-x.yaml at scale n: ultralytics reads the scale from the file name yolov8n-x.yaml
-            scaled = path.with_name(path.name.replace("yolov8-", "yolov8n-", 1))
-            items.append({"name": scaled.stem, "path": str(scaled), "kind": "detect", "baseline": "yolov8n"})
+            items.append({"name": path.stem, "path": str(path), "kind": "rtdetr", "scale": "l", "baseline": "rtdetr-l"})
+        else:  # named as ultralytics names a scaled model: yolov8-x.yaml at scale n is yolov8n-x
+            items.append({"name": path.stem.replace("yolov8-", "yolov8n-", 1), "path": str(path), "kind": "detect",
+                          "scale": "n", "baseline": "yolov8n"})
     return items
 
 
 def stock_items(copy: Path) -> list[dict]:
-    return [{"name": name, "path": str(copy / "ultralytics" / rel), "kind": "rtdetr" if "rtdetr" in name else "detect"}
-            for name, rel in STOCK.items()]
+    return [{"name": name, "path": str(copy / "ultralytics" / rel), "kind": kind, "scale": scale}
+            for name, (rel, kind, scale) in STOCK.items()]
 
 
 def run_items(copy: Path, stock: list[dict], items: list[dict], warmup: int, runs: int) -> list[dict]:

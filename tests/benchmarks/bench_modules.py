@@ -48,8 +48,8 @@ PAIRS = {
     "MobileNetV4HybridMedium": ("mobilenetv4", "mobilenetv4.py", "mobilenetv4_hybrid_medium", {}),
 }
 # (warm-up runs, measured runs) per batch size
-REPS = {1: (2, 11), 8: (1, 3)}
-BATCH_SECONDS, MAX_RUNS = 6.0, 9
+REPS = {1: (2, 11), 8: (1, 5)}
+BATCH_SECONDS, MAX_RUNS = 8.0, 9
 QUICK_REPS = {1: (1, 3)}
 CONSTRUCT_RUNS = 3
 # Too large to construct repeatedly within the run's time budget (hundreds of millions of parameters).

@@ -64,12 +64,14 @@ CAUSES = {
         "`recipes.load_all`. Fix (yolopatch/cli.py, `list_cmd` and `show`): import `recipes` directly "
         "(`from . import recipes; recipes.load_all(...)` / `recipes.resolve(...)`) instead of `_api()`."),
     " vs timm ": (
-        "no systematic gap is left between our MobileNets and timm's: same layers, same parameter counts, and "
-        "since commit 9cda31a the same in-place activations (out-of-place ReLU/ReLU6/Hardswish after every "
-        "BatchNorm allocated a full-size tensor per layer and made ours 10-35% slower at 640x640; peak memory "
-        "was already equal). The other batch size and the earlier runs of this table sit at 0.85-1.09, so a "
-        "single ratio above 1.1 from a few alternating runs on a shared machine is run-to-run spread: rerun "
-        "on a quiet machine to confirm."),
+        "no systematic gap is known between our MobileNets and timm's: same layers and parameter counts; two "
+        "causes were found and fixed with this benchmark: out-of-place ReLU/ReLU6/Hardswish after every "
+        "BatchNorm allocated a full-size tensor per layer (ours 10-35% slower at 640x640; in place since "
+        "commit 9cda31a), and MobileNetV4's Mobile MQA materialised the N x M attention matrix (hybrid "
+        "models up to 30% slower at batch 8; now torch's fused scaled_dot_product_attention, as timm). "
+        "Single ratios of a few alternating runs on a shared machine spread by about +-10% (MobileNetV2 at "
+        "batch 8 read 1.19 once and 0.94 when rerun on an idle machine): rerun to tell spread from a "
+        "regression, and profile both with torch.profiler if it persists."),
     "construction (default arguments)": (
         "a module call ran while the backbone was being built (the note names the largest input): some "
         "__init__ probes its output shapes with a forward pass. The recipes' contract forbids it "

@@ -250,3 +250,16 @@ def test_mobile_mqa_shares_one_kv_head_and_downsamples_kv():
     assert block(x).shape == x.shape
     # Layer scale starts tiny, so the block starts close to identity.
     torch.testing.assert_close(block.eval()(x), x, rtol=0, atol=1e-3)
+
+
+def test_mobile_mqa_fused_and_explicit_attention_agree(monkeypatch):
+    """The fused kernel (eager) and the explicit matmul + softmax (used while tracing for ONNX) compute the
+    same attention, so an exported model matches the one that was trained."""
+    attn = mnv4.MobileMQA(64, 64, heads=4, key_dim=16, kv_stride=2, layer_scale=None).attn.eval()
+    x = torch.randn(2, 64, 6, 10)
+    with torch.no_grad():
+        fused = attn(x)
+        monkeypatch.setattr(mnv4, "_fused_attention", lambda: False)
+        explicit = attn(x)
+    torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
+    assert not torch.equal(fused, torch.zeros_like(fused))
