@@ -243,10 +243,11 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
                     details[f"importtime {key}"] = top
                     note += "; -X importtime (cumulative): " + ", ".join(f"{n} {t * 1000:.0f} ms" for n, t in top[:5])
             rows.append(C.row(GROUP, label, f"< {target} s", C.fmt_s(value), C.judge(ok), note))
-        parses = [p for p in instrumented["parses"] if p["chars"] > 0.5 * instrumented["parser_file_chars"]]
-        rows.append(C.row(GROUP, "full-file libcst parses of tasks.py during that apply", "1",
-                          str(len(parses)), C.judge(len(parses) == 1),
-                          f"{sum(p['seconds'] for p in parses):.2f} s in parse_module; full-tree visits "
+        parsed = sum(p["chars"] for p in instrumented["parses"]) / instrumented["parser_file_chars"]
+        rows.append(C.row(GROUP, "characters libcst parses during that apply, as a share of tasks.py", "<= 1.0",
+                          f"{parsed:.2f}", C.judge(parsed <= 1.0),
+                          f"{len(instrumented['parses'])} pieces (import block, parse_model, forward-loop methods) "
+                          f"in {sum(p['seconds'] for p in instrumented['parses']):.2f} s; full-tree visits "
                           f"{instrumented['calls']['Module.visit']['n']}, code generations "
                           f"{instrumented['calls']['Module.code']['n']}"))
     details["load_after"] = C.loadavg()

@@ -38,21 +38,15 @@ GROUP_ORDER = ["CLI", "verify", "modules", "trade", "machine"]
 # apply, -X importtime, verify's per-step seconds); see the notes column for this run's numbers.
 CAUSES = {
     "`yolopatch apply": (
-        "apply now parses tasks.py once, walks statement blocks only and generates code once (commit 6422683 "
-        "removed the fixed-point re-patch, the second parse and the full-tree transform that made it 4.4 s). "
-        "What remains is mostly libcst: on an idle machine the interpreter takes ~0.05 s, click + yolopatch.api "
-        "~0.07 s, `import libcst` ~0.29 s (hundreds of dataclasses), one native parse of the 106,000-character "
-        "tasks.py ~0.33 s, one code generation ~0.11 s, rendering, the compile check and the writes ~0.15 s: "
-        "about 1.0 s, so any load on the machine puts it over (this run's split is in the note). The fix that "
-        "gets it well under 1 s (yolopatch/edits/parser_file.py `apply_patch`): locate the top-level "
-        "statements that change with the stdlib `ast` module (a few ms: the leading import block, `def "
-        "parse_model`, the classes whose methods hold `y.append(x if m.i in self.save else None)`), hand only "
-        "their source text to libcst, and splice the regenerated text back between the untouched bytes; that "
-        "parses and regenerates about a third of the file (~0.3 s saved). Importing jinja2 only when a "
-        "template is rendered saves another ~0.03 s."),
-    "full-file libcst parses": (
-        "see the apply figure: `plan.build` must parse the pristine tasks.py once; any further parse comes from "
-        "a re-check of the patched bytes in `plan._check_output` (a `compile()` is enough there)."),
+        "apply parses with libcst only the pieces of tasks.py it edits (yolopatch/edits/pieces.py finds the "
+        "import block, `def parse_model` and the forward-loop methods with the stdlib `ast` in ~0.05 s; about "
+        "a sixth of the 106,000 characters) and splices them back; the rest of its time is the interpreter, "
+        "`import libcst` (~0.25 s, hundreds of dataclasses), click, rendering, the compile check and the "
+        "writes. A miss is machine load (compare the CPU seconds in the note) or a regression that parses "
+        "more: see the share-of-tasks.py figure and the split in the note."),
+    "characters libcst parses": (
+        "a piece was parsed twice or the whole-file fallback ran (yolopatch/edits/pieces.py `locate` returns "
+        "None for files it cannot cut safely); check which pieces the instrumented run lists."),
     "`yolopatch revert": (
         "revert loads no source edits (no libcst, no jinja2): interpreter, click, yolopatch.api, hashing the "
         "recorded files and restoring the saved bytes with fsync. A miss here is machine load (compare the CPU "

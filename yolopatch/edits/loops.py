@@ -51,10 +51,19 @@ class _LoopEdit:
         return [*statements[:at], cst.parse_statement(SPREAD, config=self.config), *statements[at:]]
 
 
-def teach_forward_loops(module: cst.Module, file: str) -> tuple[cst.Module, int]:
-    """Returns the edited module and how many forward loops it found."""
+MISSING_LOOP = "a forward loop saving outputs with `y.append(x if m.i in self.save else None)`"
+
+
+def edit_forward_loops(module: cst.Module) -> tuple[cst.Module, int]:
+    """The edited module and how many forward loops it holds (0 is not an error here: a file is edited
+    piece by piece, see parser_file.py)."""
     edit = _LoopEdit(module.config_for_parsing)
-    module = module.with_changes(body=edit.block(module.body))
-    if edit.loops == 0:
-        raise AnchorMissing(file, "a forward loop saving outputs with `y.append(x if m.i in self.save else None)`")
-    return module, edit.loops
+    return module.with_changes(body=edit.block(module.body)), edit.loops
+
+
+def teach_forward_loops(module: cst.Module, file: str) -> tuple[cst.Module, int]:
+    """Returns the edited module and how many forward loops it found; refuses a file with none."""
+    module, loops = edit_forward_loops(module)
+    if loops == 0:
+        raise AnchorMissing(file, MISSING_LOOP)
+    return module, loops
