@@ -88,5 +88,13 @@ def _line_starts(source: bytes) -> list[int]:
 
 
 def _holds_save_step(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Expr) and isinstance(n.value, ast.Call) and ast.dump(n) == _SAVE_STEP
-               for n in ast.walk(node))
+    """Whether a statement holds a `for` loop with the save step directly in its body. Only statement
+    blocks are walked, as the libcst loop edit walks them (edits/loops.py): expressions hold no loops."""
+    for field in ("body", "orelse", "finalbody", "handlers"):
+        for child in getattr(node, field, ()):
+            if field == "body" and isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(child, ast.Expr) \
+                    and isinstance(child.value, ast.Call) and ast.dump(child) == _SAVE_STEP:
+                return True
+            if isinstance(child, (ast.stmt, ast.excepthandler)) and _holds_save_step(child):
+                return True
+    return False
