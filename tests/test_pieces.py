@@ -130,3 +130,20 @@ def test_a_loop_in_a_top_level_function_is_edited():
     piecewise, whole = both(source, PATCHES["backbone"])
     assert piecewise == whole
     assert piecewise.count(b"x = spread_backbone_outputs(m, x, y, self.save)") == 2
+
+
+def test_file_declaring_another_encoding_is_edited_whole():
+    source = b"# -*- coding: latin-1 -*-\n" + parser_source("ul-set").encode()
+    assert locate(source) is None
+    patch = PATCHES["everything"]
+    assert apply_patch(source, patch, "parser.py", PREFIX) == apply_patch_whole(source, patch, "parser.py", PREFIX)
+
+
+def test_second_parse_model_is_left_alone_as_in_the_whole_file_edit():
+    source = parser_source("ul-tuple").encode()
+    start = source.index(b"def parse_model(")
+    twice = source + b"\n\n" + source[start:]
+    piecewise, whole = both(twice, PATCHES["everything"])
+    assert piecewise == whole
+    first, second = piecewise.split(b"def parse_model(")[1:]
+    assert b"Blk" in first and b"Blk" not in second

@@ -11,11 +11,14 @@ the edits only ever touch three places:
 `ast` (C, an order of magnitude faster than a libcst parse) finds them by structure; libcst then parses and
 edits each piece on its own and the edited pieces are spliced back between the untouched bytes. When a
 file is not of this plain shape, `locate` returns None and the caller parses the whole file instead.
+Where a file defines `parse_model` twice, the first is edited, as in the whole-file edit.
 """
 
 from __future__ import annotations
 
 import ast
+import io
+import tokenize
 from dataclasses import dataclass
 
 from .anchors import SAVE_OUTPUT
@@ -40,8 +43,12 @@ class Pieces:
 
 def locate(source: bytes) -> Pieces | None:
     """The pieces of `source`, or None when the whole file must be parsed (ast cannot read it, no import
-    block before the first def/class, a save step outside a def, a byte-order mark)."""
-    if source.startswith(b"\xef\xbb\xbf"):
+    block before the first def/class, a save step outside a def, a byte-order mark or another encoding
+    declared: every piece must read the way the whole file does)."""
+    try:
+        if tokenize.detect_encoding(io.BytesIO(source).readline)[0] != "utf-8":
+            return None
+    except SyntaxError:
         return None
     try:
         tree = ast.parse(source)
@@ -64,7 +71,7 @@ def locate(source: bytes) -> Pieces | None:
 
     parse_model, loops = None, []
     for node in body[first_def:]:
-        if isinstance(node, ast.FunctionDef) and node.name == "parse_model":
+        if isinstance(node, ast.FunctionDef) and node.name == "parse_model" and parse_model is None:
             if _holds_save_step(node):
                 return None
             parse_model = piece(node)
