@@ -31,6 +31,7 @@ GROUP_TITLES = {
     "trade": "What a user trades (ultralytics, 640x640, batch 1)",
     "machine": "Thread calibration",
 }
+IDLE_LOAD = 0.5  # 1-minute load average below which the machine counts as idle at the start
 GROUP_ORDER = ["CLI", "verify", "modules", "trade", "machine"]
 
 # Why a figure misses its target and what fixes the cause, shown under the table when that figure is a
@@ -104,6 +105,15 @@ def md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def load_note(started: tuple) -> str:
+    """What the load average says about the run (the benchmarks' own two threads keep it near 2)."""
+    if started[0] < IDLE_LOAD:
+        return ("the machine was otherwise idle when the run started; the load during the run is the "
+                "benchmarks' own threads.")
+    return ("other jobs shared the cores, so wall times are higher and noisier than on an idle machine; ratios "
+            "measured side by side (ours vs timm, alternating runs in one process) are the most robust figures.")
+
+
 def render(results: dict, durations: dict, machine: dict, threads_used: dict, quick: bool,
            started: tuple, finished: tuple, total: float) -> str:
     rows = [r for name in SCRIPTS if name in results for r in results[name]["rows"]]
@@ -122,15 +132,13 @@ def render(results: dict, durations: dict, machine: dict, threads_used: dict, qu
         f"- Date: {machine['date']}; whole run {total / 60:.1f} min "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in durations.items())})",
         f"- Load average (1/5/15 min) at the start {started[0]:.2f} / {started[1]:.2f} / {started[2]:.2f}, at the end "
-        f"{finished[0]:.2f} / {finished[1]:.2f} / {finished[2]:.2f}: other jobs shared the cores, so wall times "
-        "are higher and noisier than on an idle machine; ratios measured side by side (ours vs timm, alternating "
-        "runs in one process) are the most robust figures.",
+        f"{finished[0]:.2f} / {finished[1]:.2f} / {finished[2]:.2f}: " + load_note(started),
         "- torch intra-op threads per benchmark: " + ", ".join(f"{k} **{v.split()[0]}**" for k, v in threads_used.items())
         + ". Chosen by a short calibration (last table) right before each script: 2 threads when a second "
         "thread speeds a forward up by at least 1.2x at that moment, else 1 - when other jobs keep the cores "
         "busy a 2-thread forward stalls at every OpenMP barrier and runs several times slower than 1 thread. "
         "verify's runners set their own threads (1 each, see its row).",
-        "", "Reproduce: `python tests/benchmarks/run_all.py` (about 15 minutes on this machine when it is "
+        "", "Reproduce: `python tests/benchmarks/run_all.py` (about 12 minutes on this machine when it is "
         "not shared; `YOLOPATCH_BENCH_THREADS=2` forces two threads everywhere). Methods are described in each script's docstring; "
         "in short:", "",
         "- CLI: wall time of the real entry point (`python -m yolopatch ...`, the interpreter binary itself, no "
