@@ -1,6 +1,7 @@
 """Release coverage matrix: for each release, apply every recipe that declares its target family,
 verify the patched checkout (every generated YAML, plus the stock models against the pristine files),
-revert, and check the tree is byte-identical to before. Writes the support table into README.md.
+revert, and check the tree is byte-identical to before. The patched parser file must also equal the
+whole-file edit (apply parses only the pieces it edits). Writes the support table into README.md.
 
 usage:
   python tests/matrix.py                 # the full list below
@@ -26,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import upstream  # noqa: E402
 from lookalikes import tree_snapshot  # noqa: E402
+from yolopatch import plan, recipes, targets  # noqa: E402
+from yolopatch.edits.parser_file import apply_patch_whole  # noqa: E402
 from yolopatch.errors import YolopatchError  # noqa: E402
 from yolopatch.verify import run_verify  # noqa: E402
 
@@ -64,9 +67,17 @@ def run_release(spec: str, full_ladder: bool) -> dict:
         family = json.loads(yolopatch("status", "--repo", root, "--json").stdout)["target"]["family"]
         names = [r["name"] for r in json.loads(yolopatch("list", "--json").stdout) if family in r["targets"]]
         before = tree_snapshot(root)
+        target = targets.detect(root)
+        pristine_parser = (root / target.parser_file).read_bytes()
         applied = yolopatch("apply", *names, "--repo", root)
         if applied.returncode != 0:
             row["error"] = f"apply: {applied.stderr.strip().splitlines()[-1]}"
+            return row
+        # apply edits the parser file piece by piece; the whole-file edit must give the same bytes
+        whole = apply_patch_whole(pristine_parser, plan.parser_patch(sorted(recipes.resolve(names), key=lambda r: r.name), target),
+                                  target.parser_file, target.import_prefix)
+        if (root / target.parser_file).read_bytes() != whole:
+            row["error"] = "apply: the piecewise parser edit differs from the whole-file edit"
             return row
         try:
             report = run_verify(root, quick=not full_ladder, with_stock=True, one_scale=True).to_dict()

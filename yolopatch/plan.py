@@ -19,7 +19,7 @@ from .resources import runtime_dir
 from .targets import Target
 
 
-def _parser_patch(recipes: list[Recipe], target: Target) -> ParserPatch:
+def parser_patch(recipes: list[Recipe], target: Target) -> ParserPatch:
     seen: dict[str, str] = {}
     imports, blocks, repeats, backbones, fusions = [], [], [], [], []
     for recipe in recipes:
@@ -56,7 +56,7 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
     for recipe in recipes:
         for file in recipe.files:
             add(f"{target.modules_dir}/{file}", (recipe.folder / file).read_bytes())
-    patch = _parser_patch(recipes, target)
+    patch = parser_patch(recipes, target)
     if patch.needs_multi_output:
         support = f"{SUPPORT_MODULE}.py"
         add(f"{target.modules_dir}/{support}", (runtime_dir() / support).read_bytes())
