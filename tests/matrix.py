@@ -74,8 +74,8 @@ def run_release(spec: str, full_ladder: bool) -> dict:
             row["error"] = f"apply: {applied.stderr.strip().splitlines()[-1]}"
             return row
         # apply edits the parser file piece by piece; the whole-file edit must give the same bytes
-        whole = apply_patch_whole(pristine_parser, plan.parser_patch(sorted(recipes.resolve(names), key=lambda r: r.name), target),
-                                  target.parser_file, target.import_prefix)
+        patch = plan.parser_patch(sorted(recipes.resolve(names), key=lambda r: r.name), target)
+        whole = apply_patch_whole(pristine_parser, patch, target.parser_file, target.import_prefix)
         if (root / target.parser_file).read_bytes() != whole:
             row["error"] = "apply: the piecewise parser edit differs from the whole-file edit"
             return row
