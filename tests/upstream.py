@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 NEWEST_ULTRALYTICS = "8.4.190"
+OLDEST_ULTRALYTICS = "8.0.50"  # the oldest of the support table (tests/matrix.py)
 MIDDLE_ULTRALYTICS = "8.2.103"
 YOLOV5_PACKAGE = "7.0.14"
 
