@@ -68,6 +68,21 @@ def main_args(description: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def script_main(doc: str, run, worker=None) -> None:
+    """Every benchmark script's entry: `--worker SPEC` runs one measurement in this process (the worker
+    reports its result, or returns it to be reported); otherwise `run(quick)` prints the rows and writes
+    the JSON."""
+    args = main_args(doc.splitlines()[0])
+    if args.worker:
+        result = worker(json.loads(args.worker))
+        if result is not None:
+            report(result)
+        return
+    rows, details = run(args.quick)
+    print_rows(rows)
+    write_json(args.json, rows, details)
+
+
 def write_json(path: Path | None, rows: list[dict], details: dict | None = None) -> None:
     if path is not None:
         path.write_text(json.dumps({"rows": rows, "details": details or {}}, indent=1), encoding="utf-8")

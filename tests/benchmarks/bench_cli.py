@@ -26,7 +26,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -269,10 +268,7 @@ def explain_apply(inst: dict) -> str:
 
 
 def main() -> None:
-    args = C.main_args(__doc__.splitlines()[0])
-    rows, details = run(args.quick)
-    C.print_rows(rows)
-    C.write_json(args.json, rows, details)
+    C.script_main(__doc__, run)
 
 
 if __name__ == "__main__":

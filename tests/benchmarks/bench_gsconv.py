@@ -15,7 +15,6 @@ usage: python tests/benchmarks/bench_gsconv.py [--json OUT] [--quick]
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -107,13 +106,7 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
 
 
 def main() -> None:
-    args = C.main_args(__doc__.splitlines()[0])
-    if args.worker:
-        C.report(worker(json.loads(args.worker)))
-        return
-    rows, details = run(args.quick)
-    C.print_rows(rows)
-    C.write_json(args.json, rows, details)
+    C.script_main(__doc__, run, worker)
 
 
 if __name__ == "__main__":

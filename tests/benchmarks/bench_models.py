@@ -22,7 +22,6 @@ usage: python tests/benchmarks/bench_models.py [--json OUT] [--quick]
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -249,13 +248,7 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
 
 
 def main() -> None:
-    args = C.main_args(__doc__.splitlines()[0])
-    if args.worker:
-        worker(json.loads(args.worker))
-        return
-    rows, details = run(args.quick)
-    C.print_rows(rows)
-    C.write_json(args.json, rows, details)
+    C.script_main(__doc__, run, worker)
 
 
 if __name__ == "__main__":

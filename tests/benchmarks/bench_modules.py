@@ -25,7 +25,6 @@ usage: python tests/benchmarks/bench_modules.py [--json OUT] [--quick]
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import tomllib
@@ -226,14 +225,7 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
 
 
 def main() -> None:
-    args = C.main_args(__doc__.splitlines()[0])
-    if args.worker:
-        spec = json.loads(args.worker)
-        C.report(WORKERS[spec["kind"]](spec))
-        return
-    rows, details = run(args.quick)
-    C.print_rows(rows)
-    C.write_json(args.json, rows, details)
+    C.script_main(__doc__, run, lambda spec: WORKERS[spec["kind"]](spec))
 
 
 if __name__ == "__main__":

@@ -154,10 +154,7 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
 
 
 def main() -> None:
-    args = C.main_args(__doc__.splitlines()[0])
-    rows, details = run(args.quick)
-    C.print_rows(rows)
-    C.write_json(args.json, rows, details)
+    C.script_main(__doc__, run)
 
 
 if __name__ == "__main__":
