@@ -135,3 +135,30 @@ def tree_snapshot(root: Path) -> dict:
         mode = path.lstat().st_mode
         snap[rel] = (mode, path.read_bytes() if path.is_file() else None)
     return snap
+
+
+def tutorial_yolov8_yaml(backbone: str, nc: int = 80) -> str:
+    """A YOLOv8 model YAML in the tutorials' convention: a multi-output backbone at row 0 filling rows 0-4,
+    the head taking rows 2, 3 and 5 onwards."""
+    return f"""\
+nc: {nc}
+scales:
+  n: [0.33, 0.25, 1024]
+backbone:
+  - [-1, 1, {backbone}, []]  # 0-4
+  - [-1, 1, SPPF, [1024, 5]]  # 5
+head:
+  - [-1, 1, nn.Upsample, [None, 2, 'nearest']]
+  - [[-1, 3], 1, Concat, [1]]
+  - [-1, 3, C2f, [512]]  # 8
+  - [-1, 1, nn.Upsample, [None, 2, 'nearest']]
+  - [[-1, 2], 1, Concat, [1]]
+  - [-1, 3, C2f, [256]]  # 11
+  - [-1, 1, Conv, [256, 3, 2]]
+  - [[-1, 8], 1, Concat, [1]]
+  - [-1, 3, C2f, [512]]  # 14
+  - [-1, 1, Conv, [512, 3, 2]]
+  - [[-1, 5], 1, Concat, [1]]
+  - [-1, 3, C2f, [1024]]  # 17
+  - [[11, 14, 17], 1, Detect, [nc]]
+"""

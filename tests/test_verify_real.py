@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import upstream
-from lookalikes import tree_snapshot
+from lookalikes import tree_snapshot, tutorial_yolov8_yaml
 
 pytestmark = pytest.mark.real
 
@@ -97,29 +97,6 @@ def test_yolov5_toy_passes_every_step(cli, tmp_path, layout):
     assert tree_snapshot(root) == before
 
 
-FAULTY_YAML = """\
-nc: 4
-scales:
-  n: [0.33, 0.25, 1024]
-backbone:
-  - [-1, 1, {backbone}, []] # 0-4
-  - [-1, 1, SPPF, [1024, 5]] # 5
-head:
-  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
-  - [[-1, 3], 1, Concat, [1]]
-  - [-1, 3, C2f, [512]] # 8
-  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
-  - [[-1, 2], 1, Concat, [1]]
-  - [-1, 3, C2f, [256]] # 11
-  - [-1, 1, Conv, [256, 3, 2]]
-  - [[-1, 8], 1, Concat, [1]]
-  - [-1, 3, C2f, [512]] # 14
-  - [-1, 1, Conv, [512, 3, 2]]
-  - [[-1, 5], 1, Concat, [1]]
-  - [-1, 3, C2f, [1024]] # 17
-  - [[11, 14, 17], 1, Detect, [nc]]
-"""
-
 # backbone -> (model name, the step that must catch it, words its message must contain)
 FAULTS = {
     "NoSuchBackbone": ("yolov8n-nosuch", "names", "unknown module names: NoSuchBackbone (backbone row 0)"),
@@ -141,7 +118,7 @@ def test_each_fault_is_caught_by_its_own_step(cli, tmp_path):
     yamls = []
     for backbone, (name, _, _) in FAULTS.items():
         path = tmp_path / f"{name.replace('yolov8n', 'yolov8')}.yaml"
-        path.write_text(FAULTY_YAML.format(backbone=backbone), encoding="utf-8")
+        path.write_text(tutorial_yolov8_yaml(backbone, nc=4), encoding="utf-8")
         yamls += ["--yaml", path]
     code, report, err = verify_json(cli, "--repo", root, *yamls, recipes_dir=FAULTY_RECIPES)
     assert code == 4
@@ -167,7 +144,7 @@ def test_names_are_checked_before_anything_is_built(cli, tmp_path):
     root = fresh(upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS), tmp_path)
     assert cli("apply", "toy", "--repo", root)[0] == 0
     bad = tmp_path / "yolov8-bad.yaml"
-    bad.write_text(FAULTY_YAML.format(backbone="ToyBackbone").replace("C2f, [256]", "C3k9, [256]"), encoding="utf-8")
+    bad.write_text(tutorial_yolov8_yaml("ToyBackbone", nc=4).replace("C2f, [256]", "C3k9, [256]"), encoding="utf-8")
     good = root / "ultralytics" / "cfg" / "models" / "yolopatch" / "yolov8-toy.yaml"
     code, out, err = cli("verify", "--repo", root, "--quick", "--yaml", good, "--yaml", bad)
     assert code == 4

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import upstream
-from lookalikes import tree_snapshot
+from lookalikes import tree_snapshot, tutorial_yolov8_yaml
 
 pytestmark = pytest.mark.real
 
@@ -90,29 +90,6 @@ def release_label(root: Path) -> str:
     return f"{project} {status['version']}"
 
 
-TUTORIAL_YOLOV8 = """\
-nc: 80
-scales:
-  n: [0.33, 0.25, 1024]
-backbone:
-  - [-1, 1, MobileNetV4ConvSmall, []]  # 0-4
-  - [-1, 1, SPPF, [1024, 5]]  # 5
-head:
-  - [-1, 1, nn.Upsample, [None, 2, 'nearest']]
-  - [[-1, 3], 1, Concat, [1]]
-  - [-1, 3, C2f, [512]]  # 8
-  - [-1, 1, nn.Upsample, [None, 2, 'nearest']]
-  - [[-1, 2], 1, Concat, [1]]
-  - [-1, 3, C2f, [256]]  # 11
-  - [-1, 1, Conv, [256, 3, 2]]
-  - [[-1, 8], 1, Concat, [1]]
-  - [-1, 3, C2f, [512]]  # 14
-  - [-1, 1, Conv, [512, 3, 2]]
-  - [[-1, 5], 1, Concat, [1]]
-  - [-1, 3, C2f, [1024]]  # 17
-  - [[11, 14, 17], 1, Detect, [nc]]
-"""
-
 TUTORIAL_YOLOV5 = """\
 nc: 80
 depth_multiple: 0.33
@@ -150,8 +127,10 @@ def test_a_tutorial_yaml_builds_unchanged(patched, tmp_path, backbone):
     """Backbone at row 0, head rows using 2, 3 and 5+: 5-output (MobileNetV4) and 4-output backbones alike."""
     root, flavour, _, _ = patched
     path = tmp_path / f"tutorial-{backbone}.yaml"
-    text = TUTORIAL_YOLOV8 if flavour == "ultralytics" else TUTORIAL_YOLOV5
-    path.write_text(text.replace("MobileNetV4ConvSmall", backbone))
+    if flavour == "ultralytics":
+        path.write_text(tutorial_yolov8_yaml(backbone))
+    else:
+        path.write_text(TUTORIAL_YOLOV5.replace("MobileNetV4ConvSmall", backbone))
     [result] = build_all(root, flavour, [str(path)])
     assert result["ok"], result.get("trace")
     assert result["strides"] == [8.0, 16.0, 32.0]
