@@ -62,7 +62,7 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
         add(f"{target.modules_dir}/{support}", (runtime_dir() / support).read_bytes())
     parser_source = pristine(target.parser_file)
     patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)
-    _check_output(patched, patch, target)
+    _check_output(patched, target)
     add(target.parser_file, patched, modifies=True)
     backbones = _backbone_choices(recipes, target.family)
     for recipe in recipes:
@@ -89,7 +89,7 @@ def _backbone_choices(recipes: list[Recipe], family: str) -> dict[str, tuple[str
     return choices
 
 
-def _check_output(patched: bytes, patch: ParserPatch, target: Target) -> None:
+def _check_output(patched: bytes, target: Target) -> None:
     """The patched file is valid Python. (That a second pass is a no-op is proven by the test suite for
     every edit and anchor shape; re-running it here would double the cost of every apply.)"""
     try:

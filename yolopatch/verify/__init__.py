@@ -147,16 +147,13 @@ def _assemble(target, interpreter, selection, steps, reasons, stock_items, outco
         checks["runner"] = {"status": "failed", "seconds": 0.0,
                             "message": f"the verify runner in {interpreter} {why} without a result; last output: "
                                        f"{outcome.tail()}"}
-        models = _skipped_models(selection, "the runner did not report")
+        models, imported = _skipped_models(selection, "the runner did not report"), False
     else:
         info.update(python_version=result["runner"].get("version"), torch=result["runner"].get("torch"))
         checks["import"] = result["checks"]["import"]
         notes = notes + list(result.get("notes") or [])
-    imported = result is not None and checks["import"]["status"] == "passed"
-    if imported:
-        models = result["models"]
-    elif result is not None:
-        models = _skipped_models(selection, "the checkout could not be imported")
+        imported = checks["import"]["status"] == "passed"
+        models = result["models"] if imported else _skipped_models(selection, "the checkout could not be imported")
     if "stock" not in steps:
         checks["stock"] = {"status": "not-run", "message": reasons.get("stock", "not requested"), "models": []}
     elif not imported:
@@ -193,9 +190,10 @@ def lock_mismatches(report: VerifyReport, pinned: list[dict]) -> list[str]:
     problems = []
     for model in report.models:
         key = (model["yaml"], model["scale"] or "")
-        if model.get("params") is None or key not in locked:
-            if key not in locked:
-                problems.append(f"{model['name']}: not pinned in yolopatch.lock")
+        if key not in locked:
+            problems.append(f"{model['name']}: not pinned in yolopatch.lock")
+            continue
+        if model.get("params") is None:  # not measured (its verify failed earlier)
             continue
         want = locked[key]
         if model["params"] != want["params"]:
