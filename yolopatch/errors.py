@@ -25,10 +25,24 @@ class VerifyError(YolopatchError):
     exit_code = 4
 
 
+class EnvironmentFailure(YolopatchError):
+    """Verification failed, and the stock model fails the same step the same way: the environment is the
+    cause, not the patch."""
+
+    exit_code = 5
+
+
 class InternalError(YolopatchError):
     """A bug or an environment failure part-way; the tree was restored to its state before the run."""
 
     exit_code = 123
+
+
+class IncompleteRollbackError(YolopatchError):
+    """Writing failed part-way and restoring the files failed too; the journal stays so that
+    `yolopatch revert` can finish the job."""
+
+    exit_code = 125
 
 
 EXIT_OK = 0
