@@ -40,13 +40,28 @@ def _refuse_if_interrupted(root: Path) -> None:
                            "to restore the pristine files first")
 
 
-def _transition_to(target, old, wanted: list[Recipe], force: bool, hint: str = "") -> Transition:
+def _transition_to(target, old, wanted: list[Recipe], force: bool, hint: str = "", bases=()) -> Transition:
+    return _plan(target, old, wanted, force, hint, bases)[0]
+
+
+def _plan(target, old, wanted: list[Recipe], force: bool, hint: str = "", bases=(), strict=()):
+    """The transition to `wanted`, with YAMLs derived from the stock configs `bases` names (yolopatch.bases);
+    also returns what the derivation wrote and skipped (None without bases)."""
     if not wanted:  # back to pristine: saved bytes only, no source edits to load
-        return plan_transition(target, old, [], [], force, hint)
+        return plan_transition(target, old, [], [], force, hint), None
     from . import plan  # the source edits (libcst) load only when something is planned
 
-    planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel))
-    return plan_transition(target, old, planned, _recipe_records(wanted), force, hint)
+    derived = None
+    if bases:
+        from .bases import derived_yamls
+
+        derived = derived_yamls(target, old, wanted, list(bases), tuple(strict))
+    planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel),
+                         derived.files if derived else None)
+    transition = plan_transition(target, old, planned, _recipe_records(wanted), force, hint)
+    if transition.new is not None:
+        transition.new.bases = list(bases)
+    return transition, derived
 
 
 def _pristine_or_missing(target, old, rel: str) -> bytes:
@@ -57,9 +72,10 @@ def _pristine_or_missing(target, old, rel: str) -> bytes:
 
 
 def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False,
-          recipe_dirs: tuple[Path, ...] = ()) -> Result:
-    """mode: "write" | "dry-run" | "diff" | "check"."""
-    if not names:
+          recipe_dirs: tuple[Path, ...] = (), bases: list[str] = ()) -> Result:
+    """mode: "write" | "dry-run" | "diff" | "check". bases: stock configs to derive YAMLs from (`all`: every
+    one), remembered in the state record with those of earlier runs."""
+    if not names and not bases:
         raise UsageError("name at least one recipe (see `yolopatch list`)")
     target = targets.detect(repo)
     with runlock.exclusive(target.root):
@@ -67,11 +83,29 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
         recipe_store.check_supported(requested, target.family)
         _refuse_if_interrupted(target.root)
         old = manifest.load(target.root)
+        if not requested and old is None:
+            raise UsageError("nothing is applied here: name the recipes to derive YAMLs for")
         already = recipe_store.resolve(old.recipe_names, recipe_dirs) if old else []
         wanted = {r.name: r for r in already + requested}
-        transition = _transition_to(target, old, list(wanted.values()), force,
-                                    hint="revert with --force to discard those edits, or apply with --force to keep them")
-        return _finish(transition, target, ", ".join(sorted(r.name for r in requested)), mode)
+        from .bases import merge_names
+
+        chosen = merge_names(old.bases if old else [], list(bases))
+        strict = [r.name for r in requested or already] if bases else []
+        transition, derived = _plan(target, old, list(wanted.values()), force,
+                                    "revert with --force to discard those edits, or apply with --force to keep them",
+                                    chosen, strict)
+        result = _finish(transition, target, ", ".join(sorted(r.name for r in requested or already)), mode)
+        if derived is not None:
+            result.message += _derived_note(derived)
+        return result
+
+
+def _derived_note(derived) -> str:
+    singles = [s for s in derived.skipped if len(s[1]) == 1]
+    note = f" ({len(derived.files)} YAML(s) derived from {derived.bases} stock config(s)"
+    if singles:
+        note += f"; {len(singles)} (base, recipe) pair(s) do not derive: `yolopatch bases` says why"
+    return note + ")"
 
 
 def _finish(transition: Transition, target, names_text: str, mode: str) -> Result:
@@ -108,7 +142,7 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
         if old and sorted(old.recipe_names) != sorted(r.name for r in locked):
             raise RefusedError(f"the checkout has {', '.join(old.recipe_names)} applied, the lock pins "
                                f"{', '.join(r.name for r in locked)}; revert first")
-        transition = _transition_to(target, old, locked, force=False)
+        transition = _transition_to(target, old, locked, force=False, bases=lock.bases)
         written = transition.new.files if transition.new else {}
         for rel in sorted(set(written) | set(lock.files)):
             got, pinned = (written[rel].sha256 if rel in written else None), lock.files.get(rel)
@@ -139,6 +173,7 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
             recipes=[{**r, "options": {}} for r in state.recipes],
             files={rel: rec.sha256 for rel, rec in state.files.items()},
             models=models or [],
+            bases=list(state.bases),
         )
         return lockfile.write(target.root, record)
 
@@ -160,7 +195,8 @@ def revert(repo: Path, names: list[str] | None = None, force: bool = False,
             raise UsageError(f"{', '.join(unknown)} not applied here (applied: {', '.join(applied)})")
         keep = [n for n in applied if names and n not in names]
         wanted = recipe_store.resolve(keep, recipe_dirs) if keep else []
-        transition = _transition_to(target, old, wanted, force, hint="revert with --force to discard those edits")
+        transition = _transition_to(target, old, wanted, force, hint="revert with --force to discard those edits",
+                                    bases=old.bases)
         commit(transition)
         what = ", ".join(names) if names else ", ".join(applied)
         return Result(f"reverted {what} from {target.describe()}: {len(transition.changes)} file(s) restored",
@@ -220,6 +256,15 @@ def status(repo: Path) -> dict:
     report["files"] = {rel: {"kind": rec.kind, "state": "edited" if rel in edited else "ok"}
                        for rel, rec in sorted(state.files.items())}
     return report
+
+
+def bases(repo: Path, recipe_dirs: tuple[Path, ...] = ()) -> dict:
+    """Every stock model config of the checkout and, per recipe, whether it derives onto it (or why not)."""
+    from .bases import report
+
+    target = targets.detect(repo)
+    state = None if manifest.journal_path(target.root).exists() else manifest.load(target.root)
+    return report(target, state, list_recipes(recipe_dirs))
 
 
 def list_recipes(recipe_dirs: tuple[Path, ...] = ()) -> list[Recipe]:

@@ -112,17 +112,21 @@ def show(obj, recipe: str, as_json: bool) -> None:
 @click.option("--diff", "mode", flag_value="diff", help="Print the patch as a unified diff; write nothing.")
 @click.option("--check", "mode", flag_value="check", help="Exit 1 if applying would change files; write nothing.")
 @click.option("--force", is_flag=True, help="Keep going over edited patched files or existing destinations.")
+@click.option("--base", "bases", multiple=True, metavar="NAME",
+              help="Also derive YAMLs from this stock model config (see `yolopatch bases`; repeatable, "
+                   "comma-separated, or `all`).")
 @click.pass_obj
-def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool) -> None:
+def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool, bases) -> None:
     """Apply RECIPES to the checkout (or, with --locked, what yolopatch.lock pins)."""
+    bases = [name.strip() for value in bases for name in value.split(",") if name.strip()]
     if locked:
-        if recipes or force:
-            raise click.UsageError("--locked takes no recipe arguments and no --force")
+        if recipes or force or bases:
+            raise click.UsageError("--locked takes no recipe arguments, no --force and no --base")
         result = _api().apply_locked(repo, mode or "write", obj["recipe_dirs"])
-    elif not recipes:
+    elif not recipes and not bases:
         raise click.UsageError("name at least one recipe (see `yolopatch list`), or use --locked")
     else:
-        result = _api().apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"])
+        result = _api().apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"], bases)
     if mode == "diff":
         click.echo(result.diff, nl=False)
     else:
@@ -159,6 +163,26 @@ def lock(obj, repo: Path, no_figures: bool) -> None:
         models = lock_figures(repo, obj["recipe_dirs"], progress=_say)
     path = _api().lock(repo, models)
     _say(f"wrote {path}")
+
+
+@cli.command("bases")
+@repo_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def bases_cmd(obj, repo: Path, as_json: bool) -> None:
+    """List the checkout's stock model configs and which recipes derive onto each (`apply --base`)."""
+    report = _api().bases(repo, obj["recipe_dirs"])
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    from .bases import summary
+
+    t, rows = report["target"], report["bases"]
+    click.echo(f"{t['flavour']} {t['version']}: {len(rows)} stock model config(s); derived YAMLs go to {t['cfg_dir']}/")
+    width = max((len(r["name"]) for r in rows), default=4)
+    for r in rows:
+        scales = "".join(r["scales"]) or "-"
+        click.echo(f"{r['name']:<{width}}  {r['family']:<10} {r['task'] or '?':<9} {scales:<6} {summary(r)}")
 
 
 @cli.command()

@@ -30,6 +30,7 @@ class Lock:
     recipes: list[dict]               # name, version, hash, options
     files: dict[str, str]             # relative path -> sha256
     models: list[dict] = field(default_factory=list)  # yaml, params, gflops, strides
+    bases: list[str] = field(default_factory=list)    # stock configs the derived YAMLs come from (`--base`)
 
     def to_toml(self) -> str:
         out = [HEADER, "\n[tool]\n", f"version = {_value(self.tool)}\n", "\n[target]\n"]
@@ -38,6 +39,8 @@ class Lock:
             out.append("\n[[recipes]]\n")
             out += [f"{key} = {_value(recipe[key])}\n" for key in ("name", "version", "hash")]
             out.append(f"options = {_inline_table(recipe.get('options', {}))}\n")
+        if self.bases:  # only when used, so locks without derived YAMLs keep their bytes
+            out.append(f"\n[derive]\nbases = {_value(self.bases)}\n")
         out.append("\n[files]\n")
         out += [f"{_value(rel)} = {_value(digest)}\n" for rel, digest in sorted(self.files.items())]
         for model in sorted(self.models, key=lambda m: (m["yaml"], m.get("scale", ""))):
@@ -85,7 +88,8 @@ def read(root: Path) -> Lock:
         raise RefusedError(f"{path} does not parse: {exc}") from None
     try:
         return Lock(tool=raw["tool"]["version"], target=dict(raw["target"]), recipes=list(raw["recipes"]),
-                    files=dict(raw["files"]), models=list(raw.get("models", [])))
+                    files=dict(raw["files"]), models=list(raw.get("models", [])),
+                    bases=[str(b) for b in raw.get("derive", {}).get("bases", [])])
     except (KeyError, TypeError) as exc:
         raise RefusedError(f"{path} is incomplete (missing {exc}); regenerate it with `yolopatch lock`") from None
 

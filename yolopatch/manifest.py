@@ -35,6 +35,7 @@ class State:
     recipes: list[dict] = field(default_factory=list)   # [{name, version, hash}]
     files: dict[str, FileRecord] = field(default_factory=dict)
     dirs: list[str] = field(default_factory=list)        # created folders, parents first
+    bases: list[str] = field(default_factory=list)       # stock configs YAMLs are derived from (`--base`)
 
     @property
     def recipe_names(self) -> list[str]:
@@ -47,6 +48,8 @@ class State:
             "files": {rel: vars(rec) for rel, rec in sorted(self.files.items())},
             "dirs": self.dirs,
         }
+        if self.bases:  # only when used, so records without derived YAMLs keep their bytes
+            payload["bases"] = self.bases
         return json.dumps(payload, indent=2, sort_keys=False) + "\n"
 
 
@@ -80,7 +83,7 @@ def load(root: Path) -> State | None:
     try:
         files = {rel: FileRecord(**rec) for rel, rec in raw["files"].items()}
         state = State(tool=raw["tool"], target=raw["target"], recipes=list(raw["recipes"]), files=files,
-                      dirs=list(raw.get("dirs", [])))
+                      dirs=list(raw.get("dirs", [])), bases=[str(b) for b in raw.get("bases", [])])
     except (KeyError, TypeError, AttributeError) as exc:
         raise RefusedError(f"{where} is corrupt ({exc.__class__.__name__}: {exc})") from None
     for rel, rec in state.files.items():

@@ -42,8 +42,10 @@ def _has_rtdetr(parser_source: bytes) -> bool:
     return b"class RTDETRDetectionModel" in parser_source
 
 
-def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes]) -> list[PlannedFile]:
-    """Every file the recipes write, computed from the pristine bytes `pristine(rel)` returns."""
+def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes],
+          derived: dict | None = None) -> list[PlannedFile]:
+    """Every file the recipes write, computed from the pristine bytes `pristine(rel)` returns; `derived`:
+    YAMLs derived from stock configs (`--base`, yolopatch.bases), relative path -> bytes."""
     recipes = sorted(recipes, key=lambda r: r.name)
     check_supported(recipes, target.family)
     planned: dict[str, PlannedFile] = {}
@@ -76,6 +78,8 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
                 name = spec.name.replace("{backbone}", owner)
                 extra = {"backbone": module, "args": args}
                 add(f"{target.cfg_dir}/{name}.yaml", render_yaml(recipe, spec, target.yaml_dialect, extra, name))
+    for rel, content in (derived or {}).items():  # derived from the checkout's own config: wins over a template
+        planned[rel] = PlannedFile(rel, content, False)
     return [planned[rel] for rel in sorted(planned)]
 
 

@@ -15,6 +15,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from . import resources
+from .derive.facts import NOT_DECLARED, DeriveFacts, SchemaError
+from .derive.facts import parse as parse_derive
 from .errors import RefusedError, UsageError
 
 ROLES = ("backbone", "block", "fusion")
@@ -62,6 +64,7 @@ class Recipe:
     modules: tuple[Module, ...]
     yamls: tuple[YamlSpec, ...]
     folder: Path
+    derive: DeriveFacts = field(default=NOT_DECLARED, compare=False)  # the [derive] table (yolopatch.derive)
 
     def modules_with_role(self, role: str) -> list[Module]:
         return [m for m in self.modules if m.role == role]
@@ -176,11 +179,15 @@ def load_recipe(folder: Path) -> Recipe:
     if not modules:
         raise _fail(folder, "declares no [[modules]]")
     yamls = tuple(_parse_yaml(folder, y) for y in raw.get("yamls", []))
+    try:
+        derive = parse_derive(raw.get("derive"), modules)
+    except SchemaError as exc:
+        raise _fail(folder, str(exc)) from None
     return Recipe(
         name=name, version=str(raw.get("version", "0")), summary=str(raw.get("summary", "")),
         paper=str(raw.get("paper", "")), targets=targets,
         requires=tuple(str(r) for r in raw.get("requires", [])), notes=str(raw.get("notes", "")),
-        files=files, modules=modules, yamls=yamls, folder=folder,
+        files=files, modules=modules, yamls=yamls, folder=folder, derive=derive,
     )
 
 
