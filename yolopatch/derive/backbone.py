@@ -49,6 +49,24 @@ def replace_backbone(graph: Graph, facts: DeriveFacts) -> None:
         row.sources = tuple(sources)
     graph.rows = [new, *graph.rows[keep_from:]]
     graph.changed()
+    _match_residual_widths(graph)
+
+
+def _match_residual_widths(graph: Graph) -> None:
+    """A kept residual block (C2PSA, PSA: input width = output width) that now reads the new backbone gets a
+    1x1 Conv to its width first; in the stock config the SPPF before it, or the stock backbone, had it."""
+    for row in list(graph.rows):
+        found = row.semantics
+        if found is None or not found.same_width or not row.args or len(row.sources) != 1:
+            continue
+        width = ("scaled", row.args[0])
+        if graph.width.get(row.sources[0]) == width:
+            continue
+        conv = Row(id=graph.new_id("w"), section=row.section, sources=row.sources, repeats=1, module="Conv",
+                   args=[row.args[0], 1, 1], note=f"new: 1x1 Conv to the width {row.module} keeps")
+        row.sources = (Ref(conv.id),)
+        graph.insert_before(row.id, [conv])
+    graph.changed()
 
 
 def _level(graph: Graph, reader: Row, ref: Ref, last_id: str, facts: DeriveFacts, taken: dict) -> int:

@@ -44,6 +44,7 @@ class Facts:
     repeats: bool = False      # parse_model passes the repeat count into the module (C2f, C3, …)
     head: str = ""             # the task of a model ending in this module ("" for a body module)
     keeps_context: bool = False  # a context block kept at the end of a replaced backbone (SPPF, C2PSA, …)
+    same_width: bool = False   # residual: its input must already have its output width (PSA, C2PSA asserts c1 == c2)
     unsupported: str = ""      # why a base holding this module cannot be derived
 
 
@@ -89,9 +90,9 @@ TABLE: dict[str, Facts] = {
     # blocks that keep the stride
     "Bottleneck": SCALED, "SPP": Facts(width="scaled", keeps_context=True),
     "SPPF": Facts(width="scaled", keeps_context=True), "SPPELAN": Facts(width="scaled", keeps_context=True),
-    "PSA": Facts(width="scaled", keeps_context=True),
-    "C2PSA": Facts(width="scaled", repeats=True, keeps_context=True),
-    "C2fPSA": Facts(width="scaled", repeats=True, keeps_context=True),
+    "PSA": Facts(width="scaled", keeps_context=True, same_width=True),
+    "C2PSA": Facts(width="scaled", repeats=True, keeps_context=True, same_width=True),
+    "C2fPSA": Facts(width="scaled", repeats=True, keeps_context=True, same_width=True),
     "C3SPP": Facts(width="scaled", keeps_context=True),
     "BottleneckCSP": SCALED_REPEATS, "C1": SCALED_REPEATS, "C2": SCALED_REPEATS, "C2f": SCALED_REPEATS,
     "C3k2": SCALED_REPEATS, "C3": SCALED_REPEATS, "C3TR": SCALED_REPEATS, "C3Ghost": SCALED_REPEATS,

@@ -1,0 +1,184 @@
+"""`yolopatch bases` and `apply --base` on look-alike checkouts: the listing, derived YAMLs through the
+engine (diff, revert, state record, re-planning when other recipes come and go, the lock), and refusals
+that leave the tree untouched."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from derive_lookalikes import DERIVE_RECIPES, make_derive_target
+from lookalikes import FIXTURE_RECIPES, tree_snapshot
+
+CFG = "ultralytics/cfg/models/yolopatch"
+
+
+@pytest.fixture
+def run(capsys):
+    """The CLI in-process with the derivation test recipes: (exit code, stdout, stderr)."""
+    from yolopatch.cli import main
+
+    def call(*args):
+        try:
+            main(["--recipes-dir", str(DERIVE_RECIPES), *map(str, args)])
+        except SystemExit as exc:
+            captured = capsys.readouterr()
+            return exc.code, captured.out, captured.err
+        raise AssertionError("main() returned without exiting")
+
+    return call
+
+
+@pytest.fixture
+def target(tmp_path):
+    return make_derive_target(tmp_path / "repo")
+
+
+def state_of(root) -> dict:
+    return json.loads((root / ".yolopatch" / "state.json").read_text())
+
+
+def test_bases_lists_every_stock_config_with_its_task_scales_and_recipes(run, target):
+    code, out, _ = run("bases", "--repo", target, "--json")
+    assert code == 0
+    report = json.loads(out)
+    listed = {b["name"]: b for b in report["bases"]}
+    assert sorted(listed) == ["toy6-p6", "toy8", "toy8-cls", "toy8-pose", "toy8-world"]
+    toy8 = listed["toy8"]
+    assert (toy8["path"], toy8["family"], toy8["task"], toy8["scales"]) == (
+        "ultralytics/cfg/models/p8/toy8.yaml", "p8", "detect", ["a", "b"])
+    assert toy8["recipes"]["toybone"] == {"derives": True, "yaml": "toy8-toybone.yaml"}
+    assert listed["toy8-pose"]["task"] == "pose" and listed["toy8-cls"]["task"] == "classify"
+    assert listed["toy6-p6"]["scales"] == []
+    cls = listed["toy8-cls"]["recipes"]
+    assert cls["toybone"]["derives"] and not cls["toyfuse"]["derives"]
+    assert "has no neck" in cls["toyneck"]["reason"]
+    world = listed["toy8-world"]["recipes"]
+    assert not any(r["derives"] for r in world.values())
+    assert all("open-vocabulary" in r["reason"] for r in world.values())
+    # the shipped recipes are listed too, for this target family
+    assert {"mobilenetv4", "slimneck", "bifpn", "toybone"} <= set(report["recipes"])
+
+    code, out, _ = run("bases", "--repo", target)
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 1 + 5
+    assert any(line.startswith("toy8-world") and "none: C2fAttn layer" in line for line in lines)
+
+
+def test_apply_base_writes_derived_yamls_revert_removes_them(run, target):
+    before = tree_snapshot(target)
+    code, _, err = run("apply", "toybone", "--base", "toy8", "--repo", target)
+    assert code == 0, err
+    derived = target / CFG / "toy8-toybone.yaml"
+    assert yaml.safe_load(derived.read_text())["backbone"][0] == [-1, 1, "ToyBone", [16]]
+    assert state_of(target)["bases"] == ["toy8"]
+    assert f"{CFG}/toy8-toybone.yaml" in state_of(target)["files"]
+    assert "1 YAML(s) derived from 1 stock config(s)" in err
+    # a second apply is a no-op; the derived YAML is not taken for a stock config
+    code, _, err = run("apply", "toybone", "--repo", target)
+    assert code == 0 and "already applied" in err
+    code, _, _ = run("revert", "--repo", target)
+    assert code == 0 and tree_snapshot(target) == before
+
+
+def test_remembered_bases_are_re_planned_when_recipes_come_and_go(run, target):
+    run("apply", "toybone", "--base", "toy8", "--repo", target)
+    code, _, err = run("apply", "toyneck", "--repo", target)  # no --base: the state remembers toy8
+    assert code == 0, err
+    names = sorted(p.name for p in (target / CFG).glob("toy8-*.yaml"))
+    assert names == ["toy8-toybone-toyneck.yaml", "toy8-toybone.yaml", "toy8-toyneck.yaml"]
+    combined = yaml.safe_load((target / CFG / "toy8-toybone-toyneck.yaml").read_text())
+    assert combined["backbone"][0][2] == "ToyBone" and combined["head"][2][2] == "ToyCSP"
+    code, _, _ = run("revert", "toybone", "--repo", target)
+    assert code == 0
+    assert sorted(p.name for p in (target / CFG).glob("toy8-*.yaml")) == ["toy8-toyneck.yaml"]
+    assert state_of(target)["bases"] == ["toy8"]
+    # more bases accumulate
+    code, _, err = run("apply", "--base", "toy6-p6", "--repo", target)
+    assert code == 0, err
+    assert state_of(target)["bases"] == ["toy6-p6", "toy8"]
+    assert (target / CFG / "toy6-p6-toyneck.yaml").is_file()
+
+
+def test_diff_and_dry_run_show_the_derived_yamls_and_write_nothing(run, target):
+    before = tree_snapshot(target)
+    code, out, _ = run("apply", "toybone", "toyfuse", "--base", "all", "--repo", target, "--diff")
+    assert code == 0 and tree_snapshot(target) == before
+    for name in ("toy8-toybone", "toy8-toyfuse", "toy8-toybone-toyfuse", "toy6-p6-toybone", "toy8-pose-toyfuse",
+                 "toy8-cls-toybone"):
+        assert f"+++ b/{CFG}/{name}.yaml" in out
+    assert "toy8-cls-toyfuse" not in out and "toy8-world" not in out
+    code, _, err = run("apply", "toybone", "--base", "all", "--repo", target, "--dry-run")
+    assert code == 0 and f"{CFG}/toy8-pose-toybone.yaml" in err and tree_snapshot(target) == before
+
+
+def test_all_skips_pairs_that_do_not_derive_and_says_how_many(run, target):
+    code, _, err = run("apply", "toyneck", "--base", "all", "--repo", target)
+    assert code == 0, err
+    assert sorted(p.stem for p in (target / CFG).glob("*.yaml")) == ["toy6-p6-toyneck", "toy8-pose-toyneck",
+                                                                    "toy8-toyneck"]
+    assert "2 (base, recipe) pair(s) do not derive" in err  # the classifier and the open-vocabulary model
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["apply", "toybone", "--base", "toy9"], 2, "no stock model config named 'toy9' (did you mean toy8"),
+    (["apply", "toyfuse", "--base", "toy8-cls"], 3, "recipe toyfuse does not derive onto toy8-cls"),
+    (["apply", "toybone", "--base", "toy8-world"], 3, "C2fAttn layer: an open-vocabulary model"),
+    (["apply", "--base", "toy8"], 2, "nothing is applied here"),
+    (["apply", "toybone", "--locked", "--base", "toy8"], 2, "--locked takes no recipe arguments"),
+])
+def test_bad_bases_are_refused_and_nothing_is_written(run, target, args, code, message):
+    before = tree_snapshot(target)
+    got, _, err = run(*args, "--repo", target)
+    assert got == code and message in err.strip().splitlines()[-1] and "Traceback" not in err
+    assert tree_snapshot(target) == before
+
+
+def test_a_recipe_without_a_derive_table_is_refused_for_a_named_base(capsys, target):
+    from yolopatch.cli import main
+
+    before = tree_snapshot(target)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--recipes-dir", str(FIXTURE_RECIPES), "apply", "toy", "--base", "toy8", "--repo", str(target)])
+    assert exit_.value.code == 3
+    assert "recipe toy does not derive onto stock configs: the recipe declares no [derive] table" in capsys.readouterr().err
+    assert tree_snapshot(target) == before
+
+
+def test_the_lock_pins_the_bases_and_apply_locked_reproduces_the_derived_yamls(run, target, tmp_path):
+    fresh = tmp_path / "fresh"
+    shutil.copytree(target, fresh)
+    run("apply", "toybone", "toyneck", "--base", "toy8,toy8-pose", "--repo", target)
+    code, _, err = run("lock", "--repo", target, "--no-figures")
+    assert code == 0, err
+    lock_text = (target / "yolopatch.lock").read_text()
+    assert '[derive]\nbases = ["toy8", "toy8-pose"]\n' in lock_text
+    assert f'"{CFG}/toy8-pose-toybone-toyneck.yaml"' in lock_text
+    shutil.copy(target / "yolopatch.lock", fresh / "yolopatch.lock")
+    code, _, err = run("apply", "--locked", "--repo", fresh)
+    assert code == 0, err
+    patched, again = tree_snapshot(target), tree_snapshot(fresh)
+    assert {k: v for k, v in patched.items() if "yolopatch" in k and k.endswith(".yaml")} == \
+        {k: v for k, v in again.items() if "yolopatch" in k and k.endswith(".yaml")}
+    assert state_of(fresh)["bases"] == ["toy8", "toy8-pose"]
+
+
+def test_yolov5_layout_derives_into_models_and_skips_its_own_files(run, tmp_path):
+    root = make_derive_target(tmp_path / "v5", "v5-set")
+    before = tree_snapshot(root)
+    code, out, _ = run("bases", "--repo", root, "--json")
+    assert [b["name"] for b in json.loads(out)["bases"]] == ["toy5s", "toy5-cls"]  # hub/anchors.yaml is no model
+    code, _, err = run("apply", "toybone", "--base", "all", "--repo", root)
+    assert code == 0, err
+    v5 = yaml.safe_load((root / "models" / "toy5s-toybone.yaml").read_text())
+    assert v5["anchors"][0] == [10, 13, 16, 30, 33, 23] and v5["head"][-1] == [[13, 16, 19], 1, "Detect", ["nc", "anchors"]]
+    assert (root / "models" / "toy5-cls-toybone.yaml").is_file()
+    code, out, _ = run("bases", "--repo", root, "--json")
+    assert [b["name"] for b in json.loads(out)["bases"]] == ["toy5s", "toy5-cls"]  # its own YAMLs are no bases
+    code, _, err = run("apply", "toyneck", "--repo", root)
+    assert code == 0 and (root / "models" / "toy5s-toybone-toyneck.yaml").is_file()
+    run("revert", "--repo", root)
+    assert tree_snapshot(root) == before
