@@ -1,6 +1,7 @@
 """Build check for derived YAMLs, run as a script in a target checkout's interpreter (it imports only torch
-and the target): build each YAML at each scale it declares with the target's own model class for its task,
-run a forward pass at a non-square size, and print one JSON line per (YAML, scale).
+and the target): build each YAML at each scale it declares with the target's own model class for its task
+(which runs the target's own stride probe, a forward pass at 256x256), run a forward pass at a non-square
+size at the first scale, and print one JSON line per (YAML, scale).
 
 usage: python derive_build.py FLAVOUR YAML [YAML ...] [--first-scale]
   FLAVOUR: ultralytics | yolov5-pypi | yolov5-upstream
@@ -22,10 +23,20 @@ def task_of(config: dict) -> str:
     return next((task for key, task in TASK_OF_HEAD.items() if key in head), "detect")
 
 
+def load_config(path: str, tasks) -> dict:
+    """The config as the target reads it (yaml_model_load since 8.0.5x; a plain YAML load before)."""
+    if hasattr(tasks, "yaml_model_load"):
+        return tasks.yaml_model_load(path)
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
 def ultralytics_builder(path: str):
     from ultralytics.nn import tasks
 
-    config = tasks.yaml_model_load(path)
+    config = load_config(path, tasks)
     classes = {"detect": "DetectionModel", "segment": "SegmentationModel", "pose": "PoseModel",
                "obb": "OBBModel", "classify": "ClassificationModel", "rtdetr": "RTDETRDetectionModel"}
     task = task_of(config)
@@ -58,14 +69,15 @@ def check(flavour: str, path: str, first_scale: bool):
     except Exception as exc:  # the YAML does not even load
         yield {"yaml": path, "scale": None, "ok": False, "error": f"{type(exc).__name__}: {exc}"}
         return
-    for scale in scales[:1] if first_scale else scales:
+    for index, scale in enumerate(scales[:1] if first_scale else scales):
         result = {"yaml": path, "scale": scale, "task": task}
         try:
             torch.manual_seed(0)
             model = build(scale)
             model.eval()
-            with torch.no_grad():
-                model(torch.rand(1, 3, 256, 384))
+            if index == 0:
+                with torch.no_grad():
+                    model(torch.rand(1, 3, 256, 384))
             strides = getattr(model, "stride", None)
             result.update(ok=True, params=sum(p.numel() for p in model.parameters()),
                           strides=[float(s) for s in strides] if isinstance(strides, torch.Tensor) else None)

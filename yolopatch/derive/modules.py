@@ -122,7 +122,7 @@ TABLE: dict[str, Facts] = {
     "YOLOESegment": Facts(head="segment", unsupported=TEXT),
     "YOLOESegment26": Facts(head="segment", unsupported=TEXT),
     "C2fAttn": Facts(width="scaled", repeats=True, unsupported=TEXT),
-    "ImagePoolingAttn": Facts(unsupported=TEXT),
+    "ImagePoolingAttn": Facts(down=lambda a: None, unsupported=TEXT),  # its output is text features, not a map
     "Depth": Facts(head="depth", unsupported=OTHER_TASK),
     "SemanticSegment": Facts(head="semantic", unsupported=OTHER_TASK),
 }
