@@ -68,8 +68,32 @@ def _recipe_json(recipe) -> dict:
                      "channels": list(m.channels), "strides": list(m.strides)} for m in recipe.modules],
         "yamls": [{"name": y.name, "target": y.target, "template": y.template, "per_backbone": y.per_backbone}
                   for y in recipe.yamls],
+        "derive": _derive_json(recipe.derive),
         "figures": recipe.figures(),
     }
+
+
+def _derive_json(facts) -> dict:
+    """What the recipe's [derive] table declares (`apply --base`)."""
+    found = {"kind": facts.kind}
+    if facts.module:
+        found["module"] = facts.module
+    if facts.substitutions:
+        found["substitute"] = [{"from": list(s.sources), "to": s.module} for s in facts.substitutions]
+    if facts.reason:
+        found["reason"] = facts.reason
+    return found
+
+
+def _derive_text(facts) -> str:
+    if facts.kind == "none":
+        return f"no ({facts.reason})"
+    if facts.substitutions:
+        swaps = "; ".join(f"{' / '.join(s.sources)} -> {s.module}" for s in facts.substitutions)
+        return f"neck blocks onto stock configs (--base): {swaps}"
+    what = {"backbone": "backbone", "fusion": "fusion for the neck's Concat", "insert": "after each head input",
+            "upsample": "in place of nn.Upsample", "p2": "a stride-4 detection level"}[facts.kind]
+    return f"{facts.module + ' ' if facts.module else ''}{what} onto stock configs (--base)".strip()
 
 
 @cli.command()
@@ -89,6 +113,7 @@ def show(obj, recipe: str, as_json: bool) -> None:
         click.echo(f"requires: {', '.join(found.requires)}")
     if found.notes:
         click.echo(f"notes:    {found.notes}")
+    click.echo(f"derives:  {_derive_text(found.derive)}")
     click.echo("modules:")
     for m in found.modules:
         extra = f" channels {list(m.channels)} strides {list(m.strides)}" if m.role == "backbone" else ""

@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-SCRIPTS = ["threads", "cli", "verify", "modules", "revcol", "gsconv", "models"]
+SCRIPTS = ["threads", "cli", "bases", "verify", "modules", "revcol", "gsconv", "models"]
 TORCH_SCRIPTS = {"modules", "revcol", "gsconv", "models"}
 GROUP_TITLES = {
     "CLI": "CLI: start-up, apply, revert",

@@ -52,13 +52,13 @@ class DeriveFacts:
     def signature(self) -> str:
         """Equal for facts that derive to the same YAML."""
         return json.dumps([self.shape, self.module, list(self.args), self.channels,
-                           [[s.module, s.repeats] for s in self.substitutions]])
+                           [[s.module, list(s.extra), s.repeats] for s in self.substitutions]])
 
     @cached_property
     def shape(self) -> str:
         """Equal for facts that derive onto the same bases (names and arguments of modules aside)."""
         return json.dumps([self.kind, self.strides, self.scale, self.reason,
-                           [[list(s.sources), list(s.keep), list(s.extra), s.repeats] for s in self.substitutions]])
+                           [[list(s.sources), list(s.keep)] for s in self.substitutions]])
 
 
 NOT_DECLARED = DeriveFacts(kind="none", reason="the recipe declares no [derive] table")

@@ -87,52 +87,58 @@ _TOKEN = re.compile(r"""\s*(\[|\]|,|'[^']*'|"[^"]*"|[^,\[\]'"]+)""")
 
 
 class _Flow:
-    """A flow value: nested [ ... ] sequences of plain or quoted scalars."""
+    """A flow value: nested [ ... ] sequences of plain or quoted scalars, read in one pass over its tokens."""
 
     def __init__(self, text: str):
         if text.count("'") % 2 or text.count('"') % 2:
             raise _Outside(text)  # with quotes paired, every character belongs to some token
-        self.tokens, self.at = _TOKEN.findall(text.rstrip()), 0
+        self.tokens = _TOKEN.findall(text.rstrip())
 
     def whole(self):
-        result = self._value()
-        if self.at != len(self.tokens):
+        root: list = []
+        stack = [root]
+        last = "["  # what came before: "[" (or the start), ",", "]" or "v" (a value)
+        for token in self.tokens:
+            if token == "[":
+                if last not in "[,":
+                    raise _Outside(token)
+                item: list = []
+                stack[-1].append(item)
+                stack.append(item)
+            elif token == "]":
+                if len(stack) == 1:
+                    raise _Outside(token)
+                stack.pop()
+            elif token == ",":
+                if last not in "v]" or len(stack) == 1:
+                    raise _Outside(token)
+            else:
+                if last not in "[,":
+                    raise _Outside(token)
+                stack[-1].append(_token_value(token))
+                token = "v"
+            last = token
+        if len(stack) != 1 or len(root) != 1:
             raise _Outside(" ".join(self.tokens))
-        return result
+        return root[0]
 
-    def _take(self) -> str:
-        if self.at >= len(self.tokens):
-            raise _Outside("unexpected end of a flow sequence")
-        self.at += 1
-        return self.tokens[self.at - 1]
 
-    def _value(self):
-        token = self._take()
-        if token == "[":
-            return self._sequence()
-        if token in ",]":
-            raise _Outside(token)
-        if token[0] in "'\"":
-            if "\\" in token or (token[0] == "'" and self.at < len(self.tokens) and self.tokens[self.at][0] == "'"):
-                raise _Outside(token)  # escapes and doubled quotes: PyYAML's business
-            return token[1:-1]
-        token = token.strip()
-        if token[0] in "{&*!|>%@`?":
-            raise _Outside(token)
-        return scalar(token)
+def _token_value(token: str):
+    if token[0] in "'\"":
+        if "\\" in token:
+            raise _Outside(token)  # escapes: PyYAML's business
+        return token[1:-1]
+    token = token.strip()
+    if token[0] in "{&*!|>%@`?":
+        raise _Outside(token)
+    found = _SCALARS.get(token, _MISSING)
+    if found is _MISSING:
+        found = _SCALARS[token] = scalar(token)
+    return found
 
-    def _sequence(self) -> list:
-        items = []
-        while True:
-            if self.at < len(self.tokens) and self.tokens[self.at] == "]":
-                self.at += 1
-                return items
-            items.append(self._value())
-            token = self._take()
-            if token == "]":
-                return items
-            if token != ",":
-                raise _Outside(token)
+
+_MISSING = object()
+_SCALARS: dict = {}  # plain scalar -> value: configs repeat the same few dozen tokens
 
 
 def _balanced(text: str) -> bool:
