@@ -182,3 +182,20 @@ def test_yolov5_layout_derives_into_models_and_skips_its_own_files(run, tmp_path
     assert code == 0 and (root / "models" / "toy5s-toybone-toyneck.yaml").is_file()
     run("revert", "--repo", root)
     assert tree_snapshot(root) == before
+
+
+def test_verify_selects_the_derived_yamls_of_each_recipe(run, target):
+    from yolopatch import manifest, targets
+    from yolopatch.verify.selection import select
+
+    code, _, err = run("apply", "toybone", "toyneck", "--base", "toy8", "--base", "toy8-pose", "--repo", target)
+    assert code == 0, err
+    found = targets.detect(target)
+    state = manifest.load(found.root)
+    chosen = select(found, state, ["toyneck"], [], (DERIVE_RECIPES,))
+    assert sorted(y["path"].rsplit("/", 1)[1] for y in chosen.yamls) == [
+        "toy8-pose-toybone-toyneck.yaml", "toy8-pose-toyneck.yaml", "toy8-toybone-toyneck.yaml", "toy8-toyneck.yaml"]
+    chosen = select(found, state, [], [], (DERIVE_RECIPES,))
+    assert len(chosen.yamls) == 6 and {y["source"] for y in chosen.yamls} == {"toybone", "toyneck"}
+    code, out, _ = run("status", "--repo", target, "--json")
+    assert json.loads(out)["bases"] == ["toy8", "toy8-pose"]

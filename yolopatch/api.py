@@ -244,13 +244,15 @@ def status(repo: Path) -> dict:
     root = target.root
     report = {"target": {"flavour": target.flavour, "family": target.family, "version": target.version,
                          "root": str(root), "parser_file": target.parser_file},
-              "interrupted": manifest.journal_path(root).exists(), "recipes": [], "files": {}, "edited": []}
+              "interrupted": manifest.journal_path(root).exists(), "recipes": [], "bases": [], "files": {},
+              "edited": []}
     if report["interrupted"]:
         return report
     state = manifest.load(root)
     if state is None:
         return report
     report["recipes"] = state.recipes
+    report["bases"] = state.bases
     edited = set(edited_files(root, state))
     report["edited"] = sorted(edited)
     report["files"] = {rel: {"kind": rec.kind, "state": "edited" if rel in edited else "ok"}

@@ -212,6 +212,24 @@ def derived_yamls(target: Target, state, recipes: list, names: list, strict: tup
     return result
 
 
+def derived_paths(target: Target, state, recipes: list, recipe_name: str) -> list:
+    """The derived YAMLs of the state record that come from `recipe_name` (alone or combined), found by their
+    names: the remembered bases times the combinations of the applied recipes (nothing is derived again)."""
+    if state is None or not state.bases:
+        return []
+    names = set(state.bases)
+    chosen = [(r.name, r.derive) for r in recipes]
+    found = []
+    for base in discover(target, state):
+        if ALL not in names and base.name not in names:
+            continue
+        for combo in combinations(chosen):
+            rel = f"{target.cfg_dir}/{yaml_name(base, combo)}.yaml"
+            if recipe_name in (name for name, _ in combo) and rel in state.files:
+                found.append(rel)
+    return found
+
+
 # -- the listing --------------------------------------------------------------------------------------------
 def report(target: Target, state, recipes: list) -> dict:
     """What `yolopatch bases --json` prints."""

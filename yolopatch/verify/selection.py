@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import recipes as recipe_store
+from ..bases import derived_paths
 from ..edits.parser_file import SUPPORT_MODULE
 from ..errors import RefusedError, UsageError
 from ..manifest import State
@@ -106,6 +107,9 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
     chosen = list(dict.fromkeys(recipe_names)) or ([] if yaml_files else applied)
     for name in chosen:
         rels = _recipe_yamls(target, state, name, resolved.get(name))
+        listed = {y["path"] for y in selection.yamls}  # a YAML combining recipes is verified once, for the first
+        rels += [rel for rel in derived_paths(target, state, list(resolved.values()), name)
+                 if rel not in rels and str(target.root / rel) not in listed]
         if not rels:
             selection.notes.append(f"recipe {name} wrote no model YAML for {target.family}")
         for rel in rels:
