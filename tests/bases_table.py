@@ -26,10 +26,7 @@ def releases() -> dict:
 
 
 def _not_derived(entry: dict) -> str:
-    reasons: dict = {}
-    for name, result in entry["recipes"].items():
-        if not result["derives"]:
-            reasons.setdefault(result["reason"], []).append(name)
+    reasons = bases.not_derived(entry)
     if not reasons:
         return "—"
     if len(reasons) == 1 and len(next(iter(reasons.values()))) == len(entry["recipes"]):

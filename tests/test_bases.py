@@ -126,6 +126,8 @@ def test_all_skips_pairs_that_do_not_derive_and_says_how_many(run, target):
 @pytest.mark.parametrize("args, code, message", [
     (["apply", "toybone", "--base", "toy9"], 2, "no stock model config named 'toy9' (did you mean toy8"),
     (["apply", "toyfuse", "--base", "toy8-cls"], 3, "recipe toyfuse does not derive onto toy8-cls"),
+    (["apply", "toyfuse", "toyneck", "--base", "toy8-cls"], 3, "has no neck: its Classify row reads the backbone "
+                                                                 "directly (nor does toyneck)"),
     (["apply", "toybone", "--base", "toy8-world"], 3, "C2fAttn layer: an open-vocabulary model"),
     (["apply", "--base", "toy8"], 2, "nothing is applied here"),
     (["apply", "toybone", "--locked", "--base", "toy8"], 2, "--locked takes no recipe arguments"),
@@ -135,6 +137,13 @@ def test_bad_bases_are_refused_and_nothing_is_written(run, target, args, code, m
     got, _, err = run(*args, "--repo", target)
     assert got == code and message in err.strip().splitlines()[-1] and "Traceback" not in err
     assert tree_snapshot(target) == before
+
+
+def test_a_named_base_takes_the_recipes_that_fit_and_says_which_do_not(run, target):
+    code, _, err = run("apply", "toybone", "toyfuse", "--base", "toy8-cls", "--repo", target)
+    assert code == 0, err
+    assert [p.name for p in (target / CFG).glob("toy8-cls*.yaml")] == ["toy8-cls-toybone.yaml"]
+    assert "toyfuse does not derive onto toy8-cls: the model has no neck" in err
 
 
 def test_a_recipe_without_a_derive_table_is_refused_for_a_named_base(capsys, target):

@@ -103,7 +103,10 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
 def _derived_note(derived) -> str:
     singles = [s for s in derived.skipped if len(s[1]) == 1]
     note = f" ({len(derived.files)} YAML(s) derived from {derived.bases} stock config(s)"
-    if singles:
+    if len(singles) == 1:
+        base, (recipe,), reason = singles[0]
+        note += f"; {recipe} does not derive onto {base}: {reason}"
+    elif singles:
         note += f"; {len(singles)} (base, recipe) pair(s) do not derive: `yolopatch bases` says why"
     return note + ")"
 

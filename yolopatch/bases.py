@@ -176,8 +176,8 @@ class Derived:
 
 
 def derived_yamls(target: Target, state, recipes: list, names: list, strict: tuple = ()) -> Derived:
-    """Every derived YAML for the recipes on the named bases. A pair that does not derive is skipped,
-    except a `strict` recipe on a base named explicitly (not through `all`), which is refused."""
+    """Every derived YAML for the recipes on the named bases. A pair that does not derive is skipped; a base
+    named explicitly (not through `all`) that none of the `strict` recipes derives onto is refused."""
     from .derive.render import render
 
     result = Derived()
@@ -191,14 +191,13 @@ def derived_yamls(target: Target, state, recipes: list, names: list, strict: tup
             raise RefusedError(f"recipe {recipe.name} does not derive onto stock configs: {recipe.derive.reason}")
     for base in bases:
         wrote = False
+        if explicit and strict:
+            _require_one(base, [(name, facts) for name, facts in chosen if name in strict])
         for combo in combinations(chosen):
             names_in = [name for name, _ in combo]
             try:
                 graph = base.derive(combo)
             except NotDerivable as exc:
-                if explicit and len(combo) == 1 and names_in[0] in strict:
-                    raise RefusedError(f"recipe {names_in[0]} does not derive onto {base.name} ({base.path}): {exc}") \
-                        from None
                 result.skipped.append((base.name, names_in, str(exc)))
                 continue
             name = yaml_name(base, combo)
@@ -230,6 +229,15 @@ def derived_paths(target: Target, state, recipes: list, recipe_name: str) -> lis
     return found
 
 
+def _require_one(base: Base, chosen: list) -> None:
+    """A base asked for by name must take at least one of the recipes asked for."""
+    reasons = [(name, base.check(facts)) for name, facts in chosen]
+    if chosen and all(reason for _, reason in reasons):
+        name, reason = reasons[0]
+        others = f" (nor does {', '.join(n for n, _ in reasons[1:])})" if len(reasons) > 1 else ""
+        raise RefusedError(f"recipe {name} does not derive onto {base.name} ({base.path}): {reason}{others}")
+
+
 # -- the listing --------------------------------------------------------------------------------------------
 def report(target: Target, state, recipes: list) -> dict:
     """What `yolopatch bases --json` prints."""
@@ -249,18 +257,21 @@ def report(target: Target, state, recipes: list) -> dict:
             "recipes": [r.name for r in recipes if target.family in r.targets], "bases": rows}
 
 
-def summary(entry: dict) -> str:
-    """One line: which recipes derive onto a base, and why the others do not (grouped by reason)."""
-    results = entry["recipes"]
-    good = [name for name, r in results.items() if r["derives"]]
+def not_derived(entry: dict) -> dict:
+    """Reason -> the recipes it keeps off one base of the report (empty when every recipe derives)."""
     reasons: dict = {}
-    for name, r in results.items():
-        if not r["derives"]:
-            reasons.setdefault(r["reason"], []).append(name)
+    for name, result in entry["recipes"].items():
+        if not result["derives"]:
+            reasons.setdefault(result["reason"], []).append(name)
+    return reasons
+
+
+def summary(entry: dict) -> str:
+    """One line: how many recipes derive onto a base, and why the others do not (grouped by reason)."""
+    reasons, total = not_derived(entry), len(entry["recipes"])
+    good = total - sum(len(names) for names in reasons.values())
     if not reasons:
-        return f"all {len(good)}" if good else "no recipes"
-    why = "; ".join(f"{', '.join(names) if len(reasons) > 1 or good else 'none'}: {reason}"
-                    for reason, names in reasons.items())
-    if not good:
-        return why if len(reasons) > 1 else f"none: {next(iter(reasons))}"
-    return f"{len(good)} of {len(results)}; not {why}"
+        return f"all {total}" if total else "no recipes"
+    if not good and len(reasons) == 1:
+        return f"none: {next(iter(reasons))}"
+    return f"{good} of {total}; " + "; ".join(f"not {', '.join(names)}: {reason}" for reason, names in reasons.items())

@@ -19,7 +19,7 @@ import yaml
 
 import upstream
 from lookalikes import tree_snapshot
-from yolopatch import bases, plan, recipes, targets
+from yolopatch import bases, manifest, plan, recipes, targets
 from yolopatch.derive.compose import derive
 from yolopatch.derive.facts import DeriveFacts
 from yolopatch.derive.graph import Graph
@@ -50,10 +50,11 @@ def test_a_sample_of_derived_yamls_builds_and_reverts(layout, tmp_path):
     result = yolopatch("apply", "mobilenetv4", "slimneck", "bifpn", "--base", ",".join(sample), "--repo", root)
     assert result.returncode == 0, result.stderr
     target = targets.detect(root)
-    derived = sorted(rel for rel in json.loads((root / ".yolopatch" / "state.json").read_text())["files"]
-                     if any(Path(rel).stem.startswith(f"{name}-") for name in sample) and rel.endswith(".yaml"))
+    applied = recipes.resolve(["mobilenetv4", "slimneck", "bifpn"])
+    state = manifest.load(root)
+    derived = sorted({rel for r in applied for rel in bases.derived_paths(target, state, applied, r.name)})
     expected = 0
-    for entry in bases.report(target, None, recipes.resolve(["mobilenetv4", "slimneck", "bifpn"]))["bases"]:
+    for entry in bases.report(target, None, applied)["bases"]:
         if entry["name"] in sample:
             good = [r for r in ("mobilenetv4", "slimneck", "bifpn") if entry["recipes"][r]["derives"]]
             expected += len(good) + (len(good) > 1)

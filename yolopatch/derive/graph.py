@@ -121,10 +121,10 @@ class Graph:
         at = self.position(row_id)
         self.rows[at:at] = new_rows
 
-    def rewire(self, old: Ref, new: Ref, skip: tuple = ()) -> None:
-        """Every row reading `old` (but the rows in `skip`) reads `new` instead."""
+    def rewire(self, old: Ref, new: Ref) -> None:
+        """Every row reading `old` reads `new` instead."""
         for row in self.rows:
-            if row.id not in skip and old in row.sources:
+            if old in row.sources:
                 row.sources = tuple(new if ref == old else ref for ref in row.sources)
 
     def section(self, name: str) -> list:
@@ -172,8 +172,7 @@ class Graph:
     def _compute(self) -> tuple:
         """Strides and widths of every row, from the modules' own semantics and the rows' inputs."""
         stride, width, why = {Ref(INPUT): 1}, {Ref(INPUT): ("fixed", 3)}, {}
-        self._facts = (stride, width, why)  # filled row by row: each row reads its inputs' entries
-        for row in self.rows:
+        for row in self.rows:  # in order: each row reads its inputs' entries
             if row.levels:
                 for level, channels in zip(row.levels, row.level_widths):
                     stride[Ref(row.id, level)] = level
@@ -186,7 +185,7 @@ class Graph:
 
     def _stride_of(self, row: Row, stride: dict, why: dict):
         found = row.semantics
-        label = f"{row.module} ({_where(row)})"
+        label = f"{row.module} ({_where(row)})"  # only for messages
         if found is None:
             return None, f"{label} is a module yolopatch has no facts for"
         if found.head:
