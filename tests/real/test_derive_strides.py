@@ -77,3 +77,20 @@ def test_static_strides_and_widths_equal_the_measured_ones(release):
     assert mismatches == []
     assert opaque <= set(OPAQUE)
     assert compared > 10 * len(configs)  # nearly every row of every config was compared
+
+
+@pytest.mark.parametrize("release", list(RELEASES))
+def test_the_config_reader_reads_every_stock_config_as_pyyaml_does(release, monkeypatch):
+    import yaml
+
+    from yolopatch.derive import yamlsubset
+
+    root = RELEASES[release]()
+    fallbacks = []
+    original = yamlsubset._pyyaml
+    monkeypatch.setattr(yamlsubset, "_pyyaml", lambda text: fallbacks.append(text) or original(text))
+    paths = bases.config_paths(targets.detect(root))
+    for rel in paths:
+        text = (root / rel).read_text(encoding="utf-8")
+        assert load(text) == yaml.safe_load(text), rel
+    assert len(paths) > 20 and fallbacks == []  # every stock config is in the subset read directly
