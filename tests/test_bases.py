@@ -182,7 +182,9 @@ def test_yolov5_layout_derives_into_models_and_skips_its_own_files(run, tmp_path
     assert [b["name"] for b in json.loads(out)["bases"]] == ["toy5s", "toy5-cls"]  # hub/anchors.yaml is no model
     code, _, err = run("apply", "toybone", "--base", "all", "--repo", root)
     assert code == 0, err
-    v5 = yaml.safe_load((root / "models" / "toy5s-toybone.yaml").read_text())
+    text = (root / "models" / "toy5s-toybone.yaml").read_text()
+    assert "\nanchors:\n  - [10, 13, 16, 30, 33, 23]\n" in text and "\ndepth_multiple: 0.33\n" in text  # its dialect
+    v5 = yaml.safe_load(text)
     assert v5["anchors"][0] == [10, 13, 16, 30, 33, 23] and v5["head"][-1] == [[13, 16, 19], 1, "Detect", ["nc", "anchors"]]
     assert (root / "models" / "toy5-cls-toybone.yaml").is_file()
     code, out, _ = run("bases", "--repo", root, "--json")
