@@ -226,6 +226,8 @@ def status(repo: Path, as_json: bool) -> None:
         return
     names = [r["name"] for r in report["recipes"]]
     click.echo(f"applied: {', '.join(names) if names else 'nothing'}")
+    if report.get("bases"):
+        click.echo(f"bases:   {', '.join(report['bases'])} (YAMLs derived from these stock configs)")
     for rel, info in report["files"].items():
         click.echo(f"  {info['state']:<6} {info['kind']:<6} {rel}")
 
