@@ -431,3 +431,10 @@ def test_good_derive_tables_give_their_facts():
     assert neck.substitutions[0].keep == (0, 2) and neck.substitutions[0].extra == (5,) and neck.substitutions[0].repeats
     assert facts_module.parse({"reason": "why not"}, MODULES).reason == "why not"
     assert next_facts("toyp2").kind == "p2" and next_facts("toyup").scale == 2
+
+
+def test_p2_refuses_a_block_that_cannot_take_half_its_width():
+    text = PAN.replace("  - [-1, 2, C2f, [128]] # 15", "  - [-1, 2, A2C2f, [128, False, -1]] # 15")
+    with pytest.raises(NotDerivable, match=r"stock row 15 \(A2C2f\) cannot be copied at half width for the new "
+                                           r"level: its area attention needs a multiple of 32 channels"):
+        derive(graph_of(text), [("p", next_facts("toyp2"))])

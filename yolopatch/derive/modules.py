@@ -46,6 +46,7 @@ class Facts:
     keeps_context: bool = False  # a context block kept at the end of a replaced backbone (SPPF, C2PSA, …)
     same_width: bool = False   # residual: its input must already have its output width (PSA, C2PSA asserts c1 == c2)
     unsupported: str = ""      # why a base holding this module cannot be derived
+    width_rule: str = ""       # a constraint on its width beyond the scaling (a copy at half width may break it)
 
 
 def _conv_like(args):  # [c2, k, s, …]
@@ -96,7 +97,9 @@ TABLE: dict[str, Facts] = {
     "C3SPP": Facts(width="scaled", keeps_context=True),
     "BottleneckCSP": SCALED_REPEATS, "C1": SCALED_REPEATS, "C2": SCALED_REPEATS, "C2f": SCALED_REPEATS,
     "C3k2": SCALED_REPEATS, "C3": SCALED_REPEATS, "C3TR": SCALED_REPEATS, "C3Ghost": SCALED_REPEATS,
-    "C3x": SCALED_REPEATS, "RepC3": SCALED_REPEATS, "C2fCIB": SCALED_REPEATS, "A2C2f": SCALED_REPEATS,
+    "C3x": SCALED_REPEATS, "RepC3": SCALED_REPEATS, "C2fCIB": SCALED_REPEATS,
+    "A2C2f": Facts(width="scaled", repeats=True,
+                   width_rule="its area attention needs a multiple of 32 channels per block at every scale"),
     "RepNCSPELAN4": SCALED, "ELAN1": SCALED,
     "HGStem": Facts(down=lambda a: 4, width="fixed", fixed=lambda a: _int_or_none(_arg(a, 1))),
     "HGBlock": Facts(width="fixed", fixed=lambda a: _int_or_none(_arg(a, 1)), repeats=True),

@@ -29,6 +29,9 @@ def _single_source(graph: Graph, ref: Ref):
 def _halved(row: Row, graph: Graph) -> list:
     if graph.width.get(Ref(row.id), (None,))[0] != "scaled":
         raise NotDerivable(f"{graph.describe(Ref(row.id))} has no width argument to halve for the new level")
+    if row.semantics.width_rule:
+        raise NotDerivable(f"{graph.describe(Ref(row.id))} cannot be copied at half width for the new level: "
+                           f"{row.semantics.width_rule}")
     return [row.args[0] // 2, *row.args[1:]]
 
 
