@@ -210,3 +210,21 @@ def test_verify_selects_the_derived_yamls_of_each_recipe(run, target):
     assert len(chosen.yamls) == 6 and {y["source"] for y in chosen.yamls} == {"toybone", "toyneck"}
     code, out, _ = run("status", "--repo", target, "--json")
     assert json.loads(out)["bases"] == ["toy8", "toy8-pose"]
+
+
+def test_configs_that_cannot_be_read_are_listed_with_the_reason(run, target):
+    folder = target / "ultralytics" / "cfg" / "models" / "p8"
+    (folder / "broken.yaml").write_text("nc: 1\nbackbone: [[-1, 1, Conv\nhead: ]]\n")
+    (folder / "forward.yaml").write_text("nc: 1\nbackbone:\n  - [1, 1, Conv, [8, 3, 2]]\nhead:\n  - [-1, 1, Classify, [nc]]\n")
+    (folder / "fancy.yaml").write_text("nc: 1\nbackbone:\n  - [-1, 1, Fancy, [8]]\nhead:\n  - [-1, 1, Detect, [nc]]\n")
+    (folder / "settings.yaml").write_text("lr0: 0.01\n")  # not a model config: not listed
+    code, out, _ = run("bases", "--repo", target, "--json")
+    listed = {b["name"]: b for b in json.loads(out)["bases"]}
+    assert "settings" not in listed
+    assert all("does not parse" in r["reason"] for r in listed["broken"]["recipes"].values())
+    assert all(r["reason"] == "row 0 is not a [from, repeats, module, args] row"
+               for r in listed["forward"]["recipes"].values())
+    fancy = listed["fancy"]["recipes"]
+    assert "Fancy (stock row 0) is a module yolopatch has no facts for" in fancy["toybone"]["reason"]
+    code, _, err = run("apply", "toybone", "--base", "fancy", "--repo", target)
+    assert code == 3 and "Fancy (stock row 0) is a module yolopatch has no facts for" in err
