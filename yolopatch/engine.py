@@ -1,24 +1,33 @@
-"""Move a checkout from one patched state to another, all or nothing.
+"""Move a checkout from one patched state to another, all or nothing, keeping the user's edits.
 
-A transition is planned completely in memory (every byte of every file), checked, and only then
-written: journal first, then the saved originals, then each file atomically, then the state record.
-Any failure part-way restores every file already written and the state folder as they were.
+plan      every byte of every file is computed in memory. A file the user edited since yolopatch wrote it
+          is merged three ways (merge.py): base = yolopatch's previous version (.yolopatch/written/),
+          theirs = the bytes on disk, ours = what this run wants. Overlapping edits are a conflict.
+preflight every folder and file to change must be writable by this process (preflight.py).
+journal   the before-image of everything the run changes is written first (journal.py).
+write     each change atomically: the tree, then the state folder.
+rollback  on any failure the journal is replayed; what cannot be restored is named, the journal stays.
+
+Recovery of an interrupted run, the state-folder cleanup and the lock file go through the same path.
 """
 
 from __future__ import annotations
 
-import json
-import shutil
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, manifest
-from .errors import InternalError, RefusedError
-from .fsio import atomic_write, mode_of, read_or_none, remove_file, reset_fault_counter, sha256
+from . import __version__, journal, manifest, preflight
+from .errors import IncompleteRollbackError, InternalError, RefusedError
+from .fsio import (atomic_write, make_dir, mode_of, read_or_none, remove_dir, remove_file, reset_fault_counter,
+                   sha256)
+from .journal import Op
 from .manifest import FileRecord, State
+from .merge import merge
 from .targets import Target
 
 NEW_FILE_MODE = 0o644
+KEPT_SUFFIX = ".orig"
 
 
 @dataclass(frozen=True)
@@ -32,8 +41,9 @@ class PlannedFile:
 class Change:
     rel: str
     before: bytes | None    # bytes in the tree now (None: absent)
-    after: bytes | None     # bytes to leave (None: delete)
+    after: bytes | None     # bytes to leave (None: delete); for a conflict, the text with conflict markers
     mode: int | None        # mode bits to leave
+    note: str = ""          # how the user's edits were treated, for the summary
 
     @property
     def action(self) -> str:
@@ -44,25 +54,30 @@ class Change:
         return "modify" if self.before != self.after else "chmod"
 
 
+@dataclass(frozen=True)
+class Conflict:
+    rel: str
+    reason: str             # "your edits at lines 3-5 overlap …"
+    kept_as: str | None     # where --force keeps the user's version (None: nothing of theirs to keep)
+
+
 @dataclass
 class Transition:
     target: Target
     old: State | None
     new: State | None                 # None: the checkout returns to pristine and .yolopatch/ goes
-    changes: list[Change] = field(default_factory=list)
-    save_originals: dict[str, bytes] = field(default_factory=dict)
-    create_dirs: list[str] = field(default_factory=list)
-    remove_dirs: list[str] = field(default_factory=list)
+    changes: list[Change] = field(default_factory=list)   # the tree, as shown by --dry-run / --diff
+    ops: list[Op] = field(default_factory=list)           # every write, tree and state folder, in order
+    conflicts: list[Conflict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)        # edits merged, files kept: told to the user
 
     @property
     def is_noop(self) -> bool:
-        return not self.changes and not self.create_dirs and not self.remove_dirs and self._same_record()
+        return not self.ops and not self.conflicts
 
-    def _same_record(self) -> bool:
-        if self.old is None or self.new is None:
-            return self.old is None and self.new is None
-        return self.old.to_json() == self.new.to_json()
 
+# ---------------------------------------------------------------------------------------------------
+# what the tool wrote, what is pristine, what the user changed
 
 def pristine_bytes(root: Path, old: State | None, rel: str) -> bytes | None:
     """The bytes `rel` had before the tool touched it (None: it did not exist)."""
@@ -71,6 +86,16 @@ def pristine_bytes(root: Path, old: State | None, rel: str) -> bytes | None:
             return None
         return manifest.original_path(root, rel).read_bytes()
     return read_or_none(root / rel)
+
+
+def tool_version(root: Path, state: State, rel: str) -> bytes | None:
+    """yolopatch's own last version of `rel` (None when unknown: a format-1 state folder and an edited file)."""
+    digest = state.files[rel].sha256
+    for candidate in (manifest.written_path(root, rel), root / rel):
+        data = read_or_none(candidate)
+        if data is not None and sha256(data) == digest:
+            return data
+    return None
 
 
 def edited_files(root: Path, state: State) -> list[str]:
@@ -83,23 +108,20 @@ def edited_files(root: Path, state: State) -> list[str]:
     return edited
 
 
-def _refuse_if_edited(root: Path, state: State | None, force: bool, hint: str) -> None:
-    if state is None or force:
-        return
-    edited = edited_files(root, state)
-    if edited:
-        raise RefusedError(f"{edited[0]} was changed since yolopatch wrote it"
-                           f"{f' (and {len(edited) - 1} more)' if len(edited) > 1 else ''}; {hint}")
-
+# ---------------------------------------------------------------------------------------------------
+# planning
 
 def plan_transition(target: Target, old: State | None, planned: list[PlannedFile], recipes: list[dict],
-                    force: bool = False, hint: str = "") -> Transition:
+                    force: bool = False, verb: str = "apply") -> Transition:
+    """The move from `old` to the state whose files are `planned` (empty: pristine). `verb` names the
+    command in messages ("apply" / "revert")."""
     root = target.root
-    _refuse_if_edited(root, old, force, hint or "revert with --force to discard those edits")
     old_files = old.files if old else {}
-    new_records: dict[str, FileRecord] = {}
+    records: dict[str, FileRecord] = {}
     originals: dict[str, bytes] = {}
+    versions: dict[str, bytes] = {}                            # yolopatch's version of every file it keeps
     desired: dict[str, tuple[bytes | None, int | None]] = {}
+    notes: list[str] = []
 
     for item in planned:
         _refuse_outside(root, item.rel)
@@ -116,12 +138,15 @@ def plan_transition(target: Target, old: State | None, planned: list[PlannedFile
         elif force:
             kind, original_mode = "modify", mode_of(root / item.rel)
             originals[item.rel] = current
+            notes.append(f"{item.rel} had other content: replaced, and its bytes are saved in "
+                         f"{manifest.STATE_DIR}/originals/ (`yolopatch revert` puts them back)")
         else:
-            raise RefusedError(f"{item.rel} already exists with other content; move it away or apply with "
-                               "--force (revert then restores it)")
+            raise RefusedError(f"{item.rel} already exists with other content; move it away, or apply with --force "
+                               f"to replace it (its bytes are saved and `yolopatch revert` puts them back)")
         mode = original_mode if kind == "modify" else NEW_FILE_MODE
-        new_records[item.rel] = FileRecord(kind=kind, sha256=sha256(item.content), mode=mode,
-                                           original_mode=original_mode)
+        records[item.rel] = FileRecord(kind=kind, sha256=sha256(item.content), mode=mode,
+                                       original_mode=original_mode)
+        versions[item.rel] = item.content
         desired[item.rel] = (item.content, mode)
 
     for rel, record in old_files.items():
@@ -129,23 +154,112 @@ def plan_transition(target: Target, old: State | None, planned: list[PlannedFile
             original = pristine_bytes(root, old, rel)
             desired[rel] = (original, record.original_mode if original is not None else None)
 
-    changes = []
+    changes: list[Change] = []
+    conflicts: list[Conflict] = []
+    taken = set(desired)
     for rel in sorted(desired):
-        after, mode = desired[rel]
-        before = read_or_none(root / rel)
-        if before != after or (after is not None and mode_of(root / rel) != mode):
-            changes.append(Change(rel, before, after, mode))
+        ours, mode = desired[rel]
+        theirs = read_or_none(root / rel)
+        base = tool_version(root, old, rel) if rel in old_files else None
+        if rel not in old_files or (theirs is not None and theirs == base):   # not edited by the user
+            if theirs != ours or (ours is not None and mode_of(root / rel) != mode):
+                changes.append(Change(rel, theirs, ours, mode))
+            continue
+        _edited(root, rel, base, theirs, ours, mode, force, verb, taken, changes, conflicts, notes)
 
-    created = [rel for rel, rec in new_records.items() if rec.kind == "create"]
-    needed_dirs = _missing_parents(root, created, set(old.dirs if old else ()))
-    kept_dirs = [d for d in (old.dirs if old else []) if any(rel.startswith(d + "/") for rel in created)]
-    remove_dirs = [d for d in (old.dirs if old else []) if d not in kept_dirs]
     new_state = None
-    if new_records:
+    if records:
         new_state = State(tool=__version__, target={"flavour": target.flavour, "version": target.version},
-                          recipes=recipes, files=new_records, dirs=kept_dirs + needed_dirs)
-    return Transition(target=target, old=old, new=new_state, changes=changes, save_originals=originals,
-                      create_dirs=needed_dirs, remove_dirs=sorted(remove_dirs, key=len, reverse=True))
+                          recipes=recipes, files=records, dirs=_created_dirs(root, records, old))
+    transition = Transition(target=target, old=old, new=new_state, changes=changes, conflicts=conflicts, notes=notes)
+    transition.ops = _ops(root, old, new_state, changes, originals, versions)
+    return transition
+
+
+def _edited(root: Path, rel: str, base: bytes | None, theirs: bytes | None, ours: bytes | None, mode: int | None,
+            force: bool, verb: str, taken: set[str], changes: list[Change], conflicts: list[Conflict],
+            notes: list[str]) -> None:
+    """A file the user changed since yolopatch wrote it: leave it, merge it, or report the conflict."""
+    if theirs == ours:
+        return
+    if ours is not None and ours == base:
+        state = "deleted" if theirs is None else "as you edited it"
+        notes.append(f"left {rel} {state} (this run does not change yolopatch's version of it)")
+        return
+    if ours is None:  # yolopatch created it and would now delete it: the user's bytes stay, as the user's file
+        if theirs is not None:
+            notes.append(f"kept {rel}: you edited it after yolopatch created it, so it stays as your file "
+                         "(no longer tracked; delete it yourself if you do not need it)")
+        return
+    if theirs is None:
+        if force:
+            changes.append(Change(rel, None, ours, mode, note="you had deleted it"))
+        else:
+            conflicts.append(Conflict(rel, "was deleted since yolopatch wrote it", None))
+        return
+    if base is None:
+        reason = ("was changed since yolopatch wrote it, and the state folder (from an older yolopatch) does not "
+                  "keep yolopatch's version to merge with")
+        preview = theirs
+    else:
+        merged = merge(base, theirs, ours, rel)
+        if merged.clean:
+            changes.append(Change(rel, theirs, merged.content, mode, note="your edits merged in"))
+            return
+        reason = (f"merging your edits with yolopatch's changes gives invalid Python ({merged.invalid_python})"
+                  if merged.invalid_python else f"your edits at {merged.lines()} overlap yolopatch's changes")
+        preview = merged.content
+    kept_as = _free_name(root, rel, taken)
+    if not force:
+        conflicts.append(Conflict(rel, reason, kept_as))
+        changes.append(Change(rel, theirs, preview, mode, note=f"CONFLICT: {reason}"))
+        return
+    taken.add(kept_as)
+    changes.append(Change(rel, theirs, ours, mode, note=f"your version kept as {kept_as}"))
+    changes.append(Change(kept_as, None, theirs, mode_of(root / rel) or NEW_FILE_MODE, note=f"your version of {rel}"))
+    notes.append(f"{rel}: {reason}; wrote {_forced_version(verb)} and kept yours as {kept_as}")
+
+
+def _free_name(root: Path, rel: str, taken: set[str]) -> str:
+    """`<rel>.orig`, or `.orig.1`, `.orig.2` … when taken (a copy the user keeps; never tracked)."""
+    candidate, n = rel + KEPT_SUFFIX, 0
+    while candidate in taken or os.path.lexists(root / candidate):
+        n += 1
+        candidate = f"{rel}{KEPT_SUFFIX}.{n}"
+    return candidate
+
+
+def conflict_message(conflicts: list[Conflict], verb: str) -> str:
+    """One line: which files and lines conflict, that nothing was written, and exactly what --force does."""
+    first = conflicts[0]
+    text = f"{first.rel}: {first.reason}"
+    if len(conflicts) > 1:
+        text += f" (and {len(conflicts) - 1} more: {', '.join(c.rel for c in conflicts[1:])})"
+    force = f"{verb} with --force to write {_forced_version(verb)}"
+    kept = [c.kept_as for c in conflicts if c.kept_as]
+    if kept:
+        force += f" and keep yours as {kept[0]}" + (" (and likewise beside the others)" if len(kept) > 1 else "")
+    preview = " (`--diff` shows the conflict)" if verb == "apply" else ""
+    return f"{text}; nothing was written. Merge by hand{preview}, or {force}"
+
+
+def _forced_version(verb: str) -> str:
+    return "the reverted file" if verb == "revert" else "yolopatch's version"
+
+
+def _created_dirs(root: Path, records: dict[str, FileRecord], old: State | None) -> list[str]:
+    """Folders the tool created that hold a file it created: known ones, and the ones this run creates."""
+    known = set(old.dirs if old else ())
+    dirs: list[str] = []
+    for rel, record in records.items():
+        if record.kind != "create":
+            continue
+        parts = rel.split("/")[:-1]
+        for depth in range(1, len(parts) + 1):
+            folder = "/".join(parts[:depth])
+            if folder not in dirs and (folder in known or not (root / folder).is_dir()):
+                dirs.append(folder)
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
 
 
 def _refuse_outside(root: Path, rel: str) -> None:
@@ -163,112 +277,180 @@ def _refuse_outside(root: Path, rel: str) -> None:
         raise RefusedError(f"refusing to write {rel}: {parent.relative_to(root)} leads outside the checkout")
 
 
-def _missing_parents(root: Path, rels: list[str], known: set[str]) -> list[str]:
-    missing: list[str] = []
-    for rel in rels:
-        parts = Path(rel).parts[:-1]
+# ---------------------------------------------------------------------------------------------------
+# from a plan to the list of writes
+
+def _state_rel(*parts: str) -> str:
+    return "/".join((manifest.STATE_DIR, *parts))
+
+
+def _folder_ops(root: Path, writes: list[str], removes: set[str], candidates: list[str]) -> tuple[list[Op], list[Op]]:
+    """Folders to create for `writes`, and the `candidates` that are empty once `removes` are gone."""
+    create: list[str] = []
+    holding: set[str] = set()
+    for rel in writes:
+        parts = rel.split("/")[:-1]
         for depth in range(1, len(parts) + 1):
             folder = "/".join(parts[:depth])
-            if folder not in known and folder not in missing and not (root / folder).is_dir():
-                missing.append(folder)
-    return sorted(missing, key=len)
+            holding.add(folder)
+            if folder not in create and not (root / folder).is_dir():
+                create.append(folder)
+    removable: set[str] = set()
+    for folder in sorted(set(candidates), key=lambda d: d.count("/"), reverse=True):
+        path = root / folder
+        if folder in holding or path.is_symlink() or not path.is_dir():
+            continue
+        if all(f"{folder}/{name}" in removes or f"{folder}/{name}" in removable for name in os.listdir(path)):
+            removable.add(folder)
+    mkdirs = [Op("mkdir", d) for d in sorted(create, key=lambda d: d.count("/"))]
+    rmdirs = [Op("rmdir", d) for d in sorted(removable, key=lambda d: (-d.count("/"), d))]
+    return mkdirs, rmdirs
+
+
+def _ops(root: Path, old: State | None, new: State | None, changes: list[Change], originals: dict[str, bytes],
+         versions: dict[str, bytes]) -> list[Op]:
+    """Every write, in order: the state folder's new copies, the tree, the state record, the state cleanup."""
+    state_writes: list[Op] = [Op("write", _state_rel("originals", rel), data, 0o644) for rel, data in originals.items()]
+    for rel, data in sorted(versions.items()):
+        if read_or_none(manifest.written_path(root, rel)) != data:
+            state_writes.append(Op("write", _state_rel("written", rel), data, 0o644))
+
+    state_dir = manifest.state_dir(root)
+    existing = [p for p in sorted(state_dir.rglob("*"))] if state_dir.is_dir() else []
+    if new is None:  # back to pristine: everything in the state folder goes (the journal last, on commit)
+        state_removes = {p.relative_to(root).as_posix() for p in existing if not p.is_dir()}
+        state_removes.discard(_state_rel("journal.json"))
+        record = []
+    else:
+        keep = {_state_rel("state.json")}
+        keep |= {_state_rel("originals", rel) for rel, r in new.files.items() if r.kind == "modify"}
+        keep |= {_state_rel("written", rel) for rel in new.files}
+        state_removes = {_state_rel(sub, rel) for sub in ("originals", "written") for rel in (old.files if old else {})
+                         if _state_rel(sub, rel) not in keep and (root / _state_rel(sub, rel)).exists()}
+        data = new.to_json().encode()
+        record = [] if read_or_none(state_dir / "state.json") == data else [Op("write", _state_rel("state.json"), data,
+                                                                               0o644)]
+    state_dirs = [p.relative_to(root).as_posix() for p in existing if p.is_dir()]
+    state_mkdirs, state_rmdirs = _folder_ops(root, [op.rel for op in state_writes], state_removes, state_dirs)
+    state_mkdirs = [op for op in state_mkdirs if op.rel != manifest.STATE_DIR]  # execute() creates it, journal first
+
+    tree_writes = [Op("write", c.rel, c.after, c.mode) for c in changes if c.after is not None]
+    tree_removes = {c.rel for c in changes if c.after is None}
+    dropped_dirs = [d for d in (old.dirs if old else []) if new is None or d not in new.dirs]
+    tree_mkdirs, tree_rmdirs = _folder_ops(root, [op.rel for op in tree_writes], tree_removes, dropped_dirs)
+
+    ops = state_mkdirs + state_writes + tree_mkdirs + tree_writes
+    ops += [Op("remove", rel) for rel in sorted(tree_removes)] + tree_rmdirs + record
+    ops += [Op("remove", rel) for rel in sorted(state_removes)] + state_rmdirs
+    return ops
+
+
+def plan_file(root: Path, rel: str, data: bytes) -> list[Op]:
+    """The writes for one file outside the patch (yolopatch.lock): nothing if it already holds `data`."""
+    path = root / rel
+    if read_or_none(path) == data:
+        return []
+    return [Op("write", rel, data, mode_of(path) or NEW_FILE_MODE)]
 
 
 # ---------------------------------------------------------------------------------------------------
-def _journal(transition: Transition) -> bytes:
-    """What recovery needs to bring the tree back to pristine if this run dies part-way."""
-    files: dict[str, str] = {}
-    for state in (transition.old, transition.new):
-        if state:
-            files.update({rel: rec.kind for rel, rec in state.files.items()})
-    modes = {}
-    for state in (transition.old, transition.new):
-        if state:
-            modes.update({rel: rec.original_mode for rel, rec in state.files.items()})
-    dirs = sorted(set((transition.old.dirs if transition.old else []) + transition.create_dirs), key=len)
-    payload = {"_": manifest.HEADER, "format": manifest.FORMAT, "tool": __version__,
-               "files": files, "original_modes": modes, "dirs": dirs}
-    return (json.dumps(payload, indent=2) + "\n").encode()
+# writing, rollback, recovery
+
+def commit(transition: Transition, run: str) -> None:
+    if transition.conflicts:  # the caller refuses first; never write conflict markers into a checkout
+        raise RefusedError(conflict_message(transition.conflicts, run.split()[0]))
+    execute(transition.target.root, transition.ops, run, drop_state_dir=transition.new is None)
 
 
-class _Undo:
-    """Everything written so far, and how to put it back."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.files: list[tuple[Path, bytes | None, int | None]] = []
-        self.dirs: list[Path] = []
-        self.removed_dirs: list[Path] = []
-
-    def remember(self, path: Path) -> None:
-        self.files.append((path, read_or_none(path), mode_of(path)))
-
-    def run(self) -> None:
-        for path in reversed(self.removed_dirs):
-            path.mkdir(exist_ok=True)
-        for path, data, mode in reversed(self.files):
-            if data is None:
-                path.unlink(missing_ok=True)
-            else:
-                atomic_write(path, data, mode, counted=False)
-        for path in reversed(self.dirs):
-            if path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-
-
-def commit(transition: Transition) -> None:
-    root = transition.target.root
+def execute(root: Path, ops: list[Op], run: str, drop_state_dir: bool = False) -> None:
+    """Preflight, journal, write `ops` in order; on failure replay the journal. `run` names the command
+    in the journal (status shows it when the run is interrupted)."""
+    if not ops:
+        return
     state_dir = manifest.state_dir(root)
-    undo = _Undo(root)
+    journal_rel = _state_rel("journal.json")
+    created_state_dir = not state_dir.is_dir()
+    preflight.check(root, ([Op("mkdir", manifest.STATE_DIR)] if created_state_dir else []) + [Op("write", journal_rel)]
+                    + ops)
+    images = journal.capture(root, ops)
     reset_fault_counter()
     try:
-        _ensure_dir(state_dir, undo)
-        undo.remember(manifest.journal_path(root))
-        atomic_write(manifest.journal_path(root), _journal(transition))
-        for rel, data in transition.save_originals.items():
-            path = manifest.original_path(root, rel)
-            for parent in reversed(path.relative_to(state_dir).parents[:-1]):
-                _ensure_dir(state_dir / parent, undo)
-            undo.remember(path)
-            atomic_write(path, data, 0o644)
-        for folder in transition.create_dirs:
-            _ensure_dir(root / folder, undo)
-        for change in transition.changes:
-            path = root / change.rel
-            undo.remember(path)
-            if change.after is None:
-                remove_file(path)
-            else:
-                atomic_write(path, change.after, change.mode)
-        for folder in transition.remove_dirs:
-            path = root / folder
-            if path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-                undo.removed_dirs.append(path)
-        _finish_state(transition, undo)
+        if created_state_dir:
+            make_dir(state_dir)
+        atomic_write(manifest.journal_path(root), journal.encode(images, run, created_state_dir))
+        for op in ops:
+            journal.perform(root, op)
+        remove_file(manifest.journal_path(root))   # the commit point
     except BaseException as exc:
-        undo.run()
+        _, failed = journal.roll_back(root, images, created_state_dir)
+        if failed:
+            lead = f"writing failed ({_reason(exc)}), and restoring failed too"
+            raise IncompleteRollbackError(_incomplete(root, lead, failed)) from exc
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             raise
-        raise InternalError(f"writing failed ({exc}); every file was restored to its state before this run") from exc
+        raise InternalError(f"writing failed ({_reason(exc)}); every file was restored to its state before this "
+                            "run") from exc
+    if drop_state_dir:
+        try:  # after the commit point: an empty folder left here holds nothing and the next run removes it
+            state_dir.rmdir()
+        except OSError:
+            pass
 
 
-def _ensure_dir(path: Path, undo: _Undo) -> None:
-    if not path.is_dir():
-        path.mkdir()
-        undo.dirs.append(path)
+def _reason(exc: BaseException) -> str:
+    return str(exc) or exc.__class__.__name__
 
 
-def _finish_state(transition: Transition, undo: _Undo) -> None:
-    root = transition.target.root
-    state_path = manifest.state_dir(root) / "state.json"
-    if transition.new is None:
-        remove_file(manifest.journal_path(root))
-        shutil.rmtree(manifest.state_dir(root))  # nothing applied any more: the checkout is pristine
-        return
-    undo.remember(state_path)
-    atomic_write(state_path, transition.new.to_json().encode())
-    remove_file(manifest.journal_path(root))
-    for rel, record in (transition.old.files.items() if transition.old else []):
-        if record.kind == "modify" and rel not in transition.new.files:
-            manifest.original_path(root, rel).unlink(missing_ok=True)
+def _incomplete(root: Path, lead: str, failed: list[tuple[str, OSError]]) -> str:
+    """`lead` says what failed and ends where the restore failure's reason goes."""
+    names = ", ".join(rel for rel, _ in failed)
+    kept = (f"; the journal in {manifest.STATE_DIR}/ keeps their previous bytes"
+            if manifest.journal_path(root).exists() else "")
+    return (f"{lead} ({_reason(failed[0][1])}): {names} {'is' if len(failed) == 1 else 'are'} not restored{kept}. "
+            "Fix the cause, then `yolopatch revert` finishes the job (it restores them and reverts the checkout)")
+
+
+def interrupted_run(root: Path) -> str | None:
+    """The command an interrupted run was doing ("" if unknown), or None when no run was interrupted."""
+    if not manifest.journal_path(root).exists():
+        return None
+    try:
+        return journal.read(root).run
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+
+
+def recover(root: Path) -> int:
+    """Replay the journal of an interrupted run: every path it changed gets its before-image back (the
+    user's bytes included). Returns the number of paths restored."""
+    try:
+        recorded = journal.read(root)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RefusedError(f"the journal of the interrupted run ({manifest.journal_path(root)}) cannot be replayed "
+                           f"({exc}); restore the checkout from version control") from None
+    reset_fault_counter()
+    preflight.check(root, [Op("write", image.rel) if image.was != "dir" else Op("mkdir", image.rel)
+                           for image in recorded.images] + [Op("remove", _state_rel("journal.json"))])
+    changed, failed = journal.roll_back(root, recorded.images, recorded.created_state_dir)
+    if failed:
+        raise IncompleteRollbackError(_incomplete(root, f"rolling back the interrupted run ({recorded.run}) failed", failed))
+    return changed
+
+
+def clean_state_dir(root: Path) -> bool:
+    """Remove a state folder that holds nothing (left after a run that stopped before writing anything):
+    only leftover temporary files and empty folders. Returns whether it was removed."""
+    folder = manifest.state_dir(root)
+    if not folder.is_dir():
+        return False
+    entries = sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+    if any(p.is_file() and not p.name.endswith(".yolopatch-tmp") for p in entries):
+        return False
+    if not entries:  # nothing to journal: an empty folder holds nothing to restore
+        reset_fault_counter()
+        preflight.check(root, [Op("rmdir", manifest.STATE_DIR)])
+        remove_dir(folder)
+        return True
+    ops = [Op("remove" if p.is_file() else "rmdir", p.relative_to(root).as_posix()) for p in entries]
+    execute(root, ops, "clean up the state folder", drop_state_dir=True)
+    return True
