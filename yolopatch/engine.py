@@ -23,7 +23,6 @@ from .fsio import (atomic_write, make_dir, mode_of, read_or_none, remove_dir, re
                    sha256)
 from .journal import Op
 from .manifest import FileRecord, State
-from .merge import merge
 from .targets import Target
 
 NEW_FILE_MODE = 0o644
@@ -197,6 +196,8 @@ def _edited(root: Path, rel: str, base: bytes | None, theirs: bytes | None, ours
         else:
             conflicts.append(Conflict(rel, "was deleted since yolopatch wrote it", None))
         return
+    from .merge import merge  # only for edited files: merge3 stays out of every other run's start-up
+
     if base is None:
         reason = ("was changed since yolopatch wrote it, and the state folder (from an older yolopatch) does not "
                   "keep yolopatch's version to merge with")
@@ -214,9 +215,9 @@ def _edited(root: Path, rel: str, base: bytes | None, theirs: bytes | None, ours
         conflicts.append(Conflict(rel, reason, kept_as))
         changes.append(Change(rel, theirs, preview, mode, note=f"CONFLICT: {reason}"))
         return
-    taken.add(kept_as)
-    changes.append(Change(rel, theirs, ours, mode, note=f"your version kept as {kept_as}"))
+    taken.add(kept_as)  # the user's copy is written before their file is replaced
     changes.append(Change(kept_as, None, theirs, mode_of(root / rel) or NEW_FILE_MODE, note=f"your version of {rel}"))
+    changes.append(Change(rel, theirs, ours, mode, note=f"your version kept as {kept_as}"))
     notes.append(f"{rel}: {reason}; wrote {_forced_version(verb)} and kept yours as {kept_as}")
 
 
