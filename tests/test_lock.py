@@ -103,3 +103,15 @@ def test_the_lock_write_goes_through_the_journal(cli, tmp_path, monkeypatch, kil
     assert cli("revert", "--repo", a)[0] == 0
     assert lock.read_bytes() == before["yolopatch.lock"][1]
     assert not (a / ".yolopatch").exists()
+
+
+def test_apply_locked_leaves_the_users_edits(cli, tmp_path):
+    _, b = locked_pair(cli, tmp_path)
+    assert cli("apply", "--locked", "--repo", b)[0] == 0
+    tasks = b / "ultralytics" / "nn" / "tasks.py"
+    tasks.write_bytes(tasks.read_bytes() + b"\n\ndef mine():\n    return 1\n")
+    edited = tree_snapshot(b)
+    code, _, err = cli("apply", "--locked", "--repo", b)
+    assert code == 0 and "already applied" in err
+    assert cli("apply", "--locked", "--repo", b, "--check")[0] == 0
+    assert tree_snapshot(b) == edited
