@@ -7,6 +7,7 @@ util-linux `setpriv`. Run by a non-root user, the subprocess starts as it is.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ def prefix() -> list[str]:
     return ["setpriv", f"--bounding-set={DROP}", f"--inh-caps={DROP}", "--"]
 
 
+@functools.lru_cache(maxsize=None)
 def available() -> str | None:
     """None when mode bits can be made to apply, else why not."""
     if os.geteuid() != 0:
