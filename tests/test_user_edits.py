@@ -271,3 +271,24 @@ def test_an_interrupted_run_never_loses_the_users_bytes(cli, tmp_path, killable)
         shutil.rmtree(root)
     else:
         pytest.fail("apply never completed")
+
+
+def test_an_edit_made_after_a_kill_is_kept_beside_by_the_recovery(cli, tmp_path, killable):
+    """The run was killed after writing tasks.py, then the user edited tasks.py before running `revert`:
+    replaying the journal puts the before-image back, but keeps the user's bytes as tasks.py.orig first."""
+    root = make_target(tmp_path / "repo", "ul-frozenset")
+    pristine = tree_snapshot(root)
+    tasks = root / parser_rel(root)
+    for k in range(1, 80):
+        assert killable(f"kill-write:{k}", "apply", "toy", "--repo", root) == 137
+        if tasks.read_bytes() != pristine[parser_rel(root)][1]:
+            break
+        assert cli("revert", "--repo", root)[0] == 0
+    assert (root / STATE / "journal.json").exists()
+    mine = tasks.read_bytes() + FUNCTION
+    tasks.write_bytes(mine)
+    code, _, err = cli("revert", "--repo", root)
+    assert code == 0, err
+    assert "kept beside: ultralytics/nn/tasks.py.orig" in err
+    assert (root / "ultralytics/nn/tasks.py.orig").read_bytes() == mine
+    assert without(tree_snapshot(root), "ultralytics/nn/tasks.py.orig") == pristine

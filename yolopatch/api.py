@@ -160,7 +160,9 @@ def revert(repo: Path, names: list[str] | None = None, force: bool = False,
     with runlock.exclusive(target.root):
         rolled_back = None
         if interrupted_run(target.root) is not None:
-            rolled_back = f"rolled back the interrupted run ({recover(target.root)} path(s) restored)"
+            restored, kept = recover(target.root)
+            rolled_back = f"rolled back the interrupted run ({restored} path(s) restored"
+            rolled_back += f"; changed since it was interrupted, so kept beside: {', '.join(kept)})" if kept else ")"
         try:
             result = _revert(target, names, force, recipe_dirs)
         except RefusedError as exc:

@@ -19,14 +19,13 @@ from pathlib import Path
 
 from . import __version__, journal, manifest, preflight
 from .errors import IncompleteRollbackError, InternalError, RefusedError
-from .fsio import (atomic_write, make_dir, mode_of, read_or_none, remove_dir, remove_file, reset_fault_counter,
-                   sha256)
+from .fsio import (atomic_write, kept_copy_name, make_dir, mode_of, read_or_none, remove_dir, remove_file,
+                   reset_fault_counter, sha256)
 from .journal import Op
 from .manifest import FileRecord, State
 from .targets import Target
 
 NEW_FILE_MODE = 0o644
-KEPT_SUFFIX = ".orig"
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ def _edited(root: Path, rel: str, base: bytes | None, theirs: bytes | None, ours
         reason = (f"merging your edits with yolopatch's changes gives invalid Python ({merged.invalid_python})"
                   if merged.invalid_python else f"your edits at {merged.lines()} overlap yolopatch's changes")
         preview = merged.content
-    kept_as = _free_name(root, rel, taken)
+    kept_as = kept_copy_name(root, rel, taken)
     if not force:
         conflicts.append(Conflict(rel, reason, kept_as))
         changes.append(Change(rel, theirs, preview, mode, note=f"CONFLICT: {reason}"))
@@ -219,15 +218,6 @@ def _edited(root: Path, rel: str, base: bytes | None, theirs: bytes | None, ours
     changes.append(Change(kept_as, None, theirs, mode_of(root / rel) or NEW_FILE_MODE, note=f"your version of {rel}"))
     changes.append(Change(rel, theirs, ours, mode, note=f"your version kept as {kept_as}"))
     notes.append(f"{rel}: {reason}; wrote {_forced_version(verb)} and kept yours as {kept_as}")
-
-
-def _free_name(root: Path, rel: str, taken: set[str]) -> str:
-    """`<rel>.orig`, or `.orig.1`, `.orig.2` … when taken (a copy the user keeps; never tracked)."""
-    candidate, n = rel + KEPT_SUFFIX, 0
-    while candidate in taken or os.path.lexists(root / candidate):
-        n += 1
-        candidate = f"{rel}{KEPT_SUFFIX}.{n}"
-    return candidate
 
 
 def conflict_message(conflicts: list[Conflict], verb: str) -> str:
@@ -421,9 +411,10 @@ def interrupted_run(root: Path) -> str | None:
         return ""
 
 
-def recover(root: Path) -> int:
+def recover(root: Path) -> tuple[int, list[str]]:
     """Replay the journal of an interrupted run: every path it changed gets its before-image back (the
-    user's bytes included). Returns the number of paths restored."""
+    user's bytes included). A file changed since the run was interrupted is first copied beside itself.
+    Returns the number of paths restored and the copies kept."""
     try:
         recorded = journal.read(root)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -432,10 +423,11 @@ def recover(root: Path) -> int:
     reset_fault_counter()
     preflight.check(root, [Op("write", image.rel) if image.was != "dir" else Op("mkdir", image.rel)
                            for image in recorded.images] + [Op("remove", _state_rel("journal.json"))])
-    changed, failed = journal.roll_back(root, recorded.images, recorded.created_state_dir)
+    kept: list[str] = []
+    changed, failed = journal.roll_back(root, recorded.images, recorded.created_state_dir, kept)
     if failed:
         raise IncompleteRollbackError(_incomplete(root, f"rolling back the interrupted run ({recorded.run}) failed", failed))
-    return changed
+    return changed, kept
 
 
 def clean_state_dir(root: Path) -> bool:

@@ -125,6 +125,16 @@ def writable_file(path: Path) -> bool:
     return os.access(path, os.W_OK)  # pragma: no cover
 
 
+def kept_copy_name(root: Path, rel: str, taken: set[str] = frozenset()) -> str:
+    """Where a user's version of `rel` is kept beside it: `<rel>.orig`, or `.orig.1`, `.orig.2` … when taken.
+    These copies are the user's: never tracked, never deleted by yolopatch."""
+    candidate, n = f"{rel}.orig", 0
+    while candidate in taken or os.path.lexists(root / candidate):
+        n += 1
+        candidate = f"{rel}.orig.{n}"
+    return candidate
+
+
 def nearest_existing(path: Path) -> Path:
     while not path.exists() and path.parent != path:
         path = path.parent

@@ -5,6 +5,10 @@ first of them, writes `.yolopatch/journal.json` holding what each of those paths
 mode, a folder, or nothing. Replaying the journal puts every path back as it was, in reverse order, and
 touches only paths that differ from their before-image — so it undoes exactly what the run did, never
 rewrites a file the run did not reach, and can be repeated after being interrupted itself.
+
+Each entry also records the sha256 of the bytes the run meant to leave. When an interrupted run is
+replayed later, a file holding neither its before-image nor the run's bytes was changed by someone since
+(the user opened it): its bytes are kept beside it as `<file>.orig` before the before-image goes back.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import __version__, manifest
-from .fsio import RESTORE, atomic_write, make_dir, mode_of, read_or_none, remove_dir, remove_file
+from .fsio import (RESTORE, atomic_write, kept_copy_name, make_dir, mode_of, read_or_none, remove_dir, remove_file,
+                   sha256)
 
 FORMAT = 2   # format 1 (yolopatch 0.1) listed the files without their before-images
 
@@ -34,6 +39,7 @@ class Before:
     was: str                 # "file" | "dir" | "absent"
     data: bytes | None = None
     mode: int | None = None
+    after: str | None = None  # sha256 of the bytes the run writes there (None: it removes or is a folder)
 
 
 def capture(root: Path, ops: list[Op]) -> list[Before]:
@@ -43,12 +49,13 @@ def capture(root: Path, ops: list[Op]) -> list[Before]:
             continue
         seen.add(op.rel)
         path = root / op.rel
+        after = sha256(op.data) if op.kind == "write" and op.data is not None else None
         if path.is_dir() and not path.is_symlink():
             images.append(Before(op.rel, "dir", mode=mode_of(path)))
         elif path.exists() or path.is_symlink():
-            images.append(Before(op.rel, "file", read_or_none(path), mode_of(path)))
+            images.append(Before(op.rel, "file", read_or_none(path), mode_of(path), after))
         else:
-            images.append(Before(op.rel, "absent"))
+            images.append(Before(op.rel, "absent", after=after))
     return images
 
 
@@ -56,7 +63,7 @@ def encode(images: list[Before], what: str, created_state_dir: bool) -> bytes:
     payload = {
         "_": manifest.HEADER, "format": FORMAT, "tool": __version__, "run": what,
         "created_state_dir": created_state_dir,
-        "before": [{"path": b.rel, "was": b.was, "mode": b.mode,
+        "before": [{"path": b.rel, "was": b.was, "mode": b.mode, "after_sha256": b.after,
                     "data": None if b.data is None else base64.b64encode(b.data).decode("ascii")} for b in images],
     }
     return (json.dumps(payload, indent=1) + "\n").encode()
@@ -80,7 +87,7 @@ def read(root: Path) -> Recorded:
         if Path(rel).is_absolute() or ".." in Path(rel).parts or entry["was"] not in ("file", "dir", "absent"):
             raise ValueError(f"bad entry {rel!r}")
         data = None if entry["data"] is None else base64.b64decode(entry["data"])
-        images.append(Before(rel, entry["was"], data, entry["mode"]))
+        images.append(Before(rel, entry["was"], data, entry["mode"], entry.get("after_sha256")))
     return Recorded(str(raw.get("run", "")), bool(raw.get("created_state_dir")), images)
 
 
@@ -98,8 +105,10 @@ def perform(root: Path, op: Op) -> None:
         raise ValueError(f"unknown operation {op.kind}")
 
 
-def restore(root: Path, images: list[Before]) -> tuple[int, list[tuple[str, OSError]]]:
-    """Put every path back as its before-image says, last first. Returns (paths changed, failures)."""
+def restore(root: Path, images: list[Before], kept: list[str] | None = None) -> tuple[int, list[tuple[str, OSError]]]:
+    """Put every path back as its before-image says, last first. Returns (paths changed, failures).
+    With `kept` (replaying an interrupted run), bytes that are neither the before-image nor the run's are
+    first copied beside the file, and the copy's name is appended to `kept`."""
     changed, failed = 0, []
     for image in reversed(images):
         path = root / image.rel
@@ -110,6 +119,11 @@ def restore(root: Path, images: list[Before]) -> tuple[int, list[tuple[str, OSEr
                     changed += 1
                 continue
             path.with_name(f".{path.name}.yolopatch-tmp").unlink(missing_ok=True)  # a write cut short
+            current = None if path.is_dir() else read_or_none(path)
+            if kept is not None and current is not None and current != image.data and sha256(current) != image.after:
+                copy = kept_copy_name(root, image.rel)
+                atomic_write(root / copy, current, mode_of(path), phase=RESTORE)
+                kept.append(copy)
             if image.was == "absent":
                 if path.is_dir() and not path.is_symlink():
                     remove_dir(path, phase=RESTORE)
@@ -117,7 +131,7 @@ def restore(root: Path, images: list[Before]) -> tuple[int, list[tuple[str, OSEr
                 elif path.exists() or path.is_symlink():
                     remove_file(path, phase=RESTORE)
                     changed += 1
-            elif read_or_none(path) != image.data or mode_of(path) != image.mode:
+            elif current != image.data or mode_of(path) != image.mode:
                 atomic_write(path, image.data, image.mode, phase=RESTORE)
                 changed += 1
         except OSError as exc:
@@ -125,10 +139,11 @@ def restore(root: Path, images: list[Before]) -> tuple[int, list[tuple[str, OSEr
     return changed, failed
 
 
-def roll_back(root: Path, images: list[Before], created_state_dir: bool) -> tuple[int, list[tuple[str, OSError]]]:
+def roll_back(root: Path, images: list[Before], created_state_dir: bool,
+              kept: list[str] | None = None) -> tuple[int, list[tuple[str, OSError]]]:
     """Restore the before-images, then remove the journal (and the state folder if the run created it).
     On any failure the journal stays, so that a later `yolopatch revert` can replay it."""
-    changed, failed = restore(root, images)
+    changed, failed = restore(root, images, kept)
     if failed:
         return changed, failed
     journal, state_dir = manifest.journal_path(root), manifest.state_dir(root)
