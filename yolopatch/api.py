@@ -7,10 +7,11 @@ from pathlib import Path
 
 from . import manifest, recipes as recipe_store, runlock, targets
 from .diffs import summary, unified_diff
-from .engine import (Change, Transition, clean_state_dir, commit, conflict_message, edited_files, execute,
-                     interrupted_run, plan_file, plan_transition, pristine_bytes, recover)
+from .engine import (Change, Transition, commit, conflict_message, edited_files, plan_file, plan_transition,
+                     pristine_bytes)
 from .errors import RefusedError, UsageError
 from .recipes import Recipe
+from .writer import clean_state_dir, execute, interrupted_run, recover
 
 
 @dataclass
@@ -140,8 +141,8 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
             raise RefusedError(f"nothing is applied to {target.describe()}; apply recipes before locking")
         edited = edited_files(target.root, state)
         if edited:
-            raise RefusedError(f"{edited[0]} was changed since yolopatch wrote it; a lock pins yolopatch's own bytes, so "
-                               "it would not reproduce this checkout (undo those edits or revert, then lock)")
+            raise RefusedError(f"{edited[0]} was changed since yolopatch wrote it; a lock pins yolopatch's own bytes, "
+                               "so it would not reproduce this checkout (undo those edits or revert, then lock)")
         record = lockfile.Lock(
             tool=__version__,
             target={"flavour": target.flavour, "version": target.version,

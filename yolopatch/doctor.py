@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 from . import manifest, targets
-from .engine import edited_files, interrupted_run
+from .engine import edited_files
 from .errors import YolopatchError
 from .run_hint import import_hint
+from .writer import interrupted_run
 
 # Run in the target's interpreter from a neutral folder: where does `import <package>` land, is it an
 # editable install, which versions of the libraries verification needs are there.

@@ -1,11 +1,12 @@
 """Move a checkout from one patched state to another, all or nothing, keeping the user's edits.
 
-plan      every byte of every file is computed in memory. A file the user edited since yolopatch wrote it
-          is merged three ways (merge.py): base = yolopatch's previous version (.yolopatch/written/),
-          theirs = the bytes on disk, ours = what this run wants. Overlapping edits are a conflict.
+plan      every byte of every file is computed in memory (this module). A file the user edited since
+          yolopatch wrote it is merged three ways (merge.py): base = yolopatch's previous version
+          (.yolopatch/written/), theirs = the bytes on disk, ours = what this run wants. Overlapping edits
+          are a conflict. The plan ends as a list of writes: the state folder's copies, the tree, the record.
 preflight every folder and file to change must be writable by this process (preflight.py).
 journal   the before-image of everything the run changes is written first (journal.py).
-write     each change atomically: the tree, then the state folder.
+write     each change atomically, in order (writer.py).
 rollback  on any failure the journal is replayed; what cannot be restored is named, the journal stays.
 
 Recovery of an interrupted run, the state-folder cleanup and the lock file go through the same path.
@@ -17,10 +18,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__, journal, manifest, preflight
-from .errors import IncompleteRollbackError, InternalError, RefusedError
-from .fsio import (atomic_write, kept_copy_name, make_dir, mode_of, read_or_none, remove_dir, remove_file,
-                   reset_fault_counter, sha256)
+from . import __version__, manifest, writer
+from .errors import RefusedError
+from .fsio import kept_copy_name, mode_of, read_or_none, sha256
 from .journal import Op
 from .manifest import FileRecord, State
 from .targets import Target
@@ -271,10 +271,6 @@ def _refuse_outside(root: Path, rel: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 # from a plan to the list of writes
 
-def _state_rel(*parts: str) -> str:
-    return "/".join((manifest.STATE_DIR, *parts))
-
-
 def _folder_ops(root: Path, writes: list[str], removes: set[str], candidates: list[str]) -> tuple[list[Op], list[Op]]:
     """Folders to create for `writes`, and the `candidates` that are empty once `removes` are gone."""
     create: list[str] = []
@@ -301,29 +297,29 @@ def _folder_ops(root: Path, writes: list[str], removes: set[str], candidates: li
 def _ops(root: Path, old: State | None, new: State | None, changes: list[Change], originals: dict[str, bytes],
          versions: dict[str, bytes]) -> list[Op]:
     """Every write, in order: the state folder's new copies, the tree, the state record, the state cleanup."""
-    state_writes: list[Op] = [Op("write", _state_rel("originals", rel), data, 0o644) for rel, data in originals.items()]
+    in_state = manifest.state_rel
+    state_writes = [Op("write", in_state("originals", rel), data, 0o644) for rel, data in originals.items()]
     for rel, data in sorted(versions.items()):
         if read_or_none(manifest.written_path(root, rel)) != data:
-            state_writes.append(Op("write", _state_rel("written", rel), data, 0o644))
+            state_writes.append(Op("write", in_state("written", rel), data, 0o644))
 
     state_dir = manifest.state_dir(root)
-    existing = [p for p in sorted(state_dir.rglob("*"))] if state_dir.is_dir() else []
+    existing = sorted(state_dir.rglob("*")) if state_dir.is_dir() else []
+    record: list[Op] = []
     if new is None:  # back to pristine: everything in the state folder goes (the journal last, on commit)
         state_removes = {p.relative_to(root).as_posix() for p in existing if not p.is_dir()}
-        state_removes.discard(_state_rel("journal.json"))
-        record = []
+        state_removes.discard(in_state("journal.json"))
     else:
-        keep = {_state_rel("state.json")}
-        keep |= {_state_rel("originals", rel) for rel, r in new.files.items() if r.kind == "modify"}
-        keep |= {_state_rel("written", rel) for rel in new.files}
-        state_removes = {_state_rel(sub, rel) for sub in ("originals", "written") for rel in (old.files if old else {})
-                         if _state_rel(sub, rel) not in keep and (root / _state_rel(sub, rel)).exists()}
+        keep = {in_state("state.json")} | {in_state("written", rel) for rel in new.files}
+        keep |= {in_state("originals", rel) for rel, r in new.files.items() if r.kind == "modify"}
+        stale = {in_state(sub, rel) for sub in ("originals", "written") for rel in (old.files if old else {})}
+        state_removes = {rel for rel in stale - keep if (root / rel).exists()}
         data = new.to_json().encode()
-        record = [] if read_or_none(state_dir / "state.json") == data else [Op("write", _state_rel("state.json"), data,
-                                                                               0o644)]
+        if read_or_none(state_dir / "state.json") != data:
+            record.append(Op("write", in_state("state.json"), data, 0o644))
     state_dirs = [p.relative_to(root).as_posix() for p in existing if p.is_dir()]
     state_mkdirs, state_rmdirs = _folder_ops(root, [op.rel for op in state_writes], state_removes, state_dirs)
-    state_mkdirs = [op for op in state_mkdirs if op.rel != manifest.STATE_DIR]  # execute() creates it, journal first
+    state_mkdirs = [op for op in state_mkdirs if op.rel != manifest.STATE_DIR]  # the writer creates it, journal first
 
     tree_writes = [Op("write", c.rel, c.after, c.mode) for c in changes if c.after is not None]
     tree_removes = {c.rel for c in changes if c.after is None}
@@ -344,106 +340,7 @@ def plan_file(root: Path, rel: str, data: bytes) -> list[Op]:
     return [Op("write", rel, data, mode_of(path) or NEW_FILE_MODE)]
 
 
-# ---------------------------------------------------------------------------------------------------
-# writing, rollback, recovery
-
 def commit(transition: Transition, run: str) -> None:
     if transition.conflicts:  # the caller refuses first; never write conflict markers into a checkout
         raise RefusedError(conflict_message(transition.conflicts, run.split()[0]))
-    execute(transition.target.root, transition.ops, run, drop_state_dir=transition.new is None)
-
-
-def execute(root: Path, ops: list[Op], run: str, drop_state_dir: bool = False) -> None:
-    """Preflight, journal, write `ops` in order; on failure replay the journal. `run` names the command
-    in the journal (status shows it when the run is interrupted)."""
-    if not ops:
-        return
-    state_dir = manifest.state_dir(root)
-    journal_rel = _state_rel("journal.json")
-    created_state_dir = not state_dir.is_dir()
-    preflight.check(root, ([Op("mkdir", manifest.STATE_DIR)] if created_state_dir else []) + [Op("write", journal_rel)]
-                    + ops)
-    images = journal.capture(root, ops)
-    reset_fault_counter()
-    try:
-        if created_state_dir:
-            make_dir(state_dir)
-        atomic_write(manifest.journal_path(root), journal.encode(images, run, created_state_dir))
-        for op in ops:
-            journal.perform(root, op)
-        remove_file(manifest.journal_path(root))   # the commit point
-    except BaseException as exc:
-        _, failed = journal.roll_back(root, images, created_state_dir)
-        if failed:
-            lead = f"writing failed ({_reason(exc)}), and restoring failed too"
-            raise IncompleteRollbackError(_incomplete(root, lead, failed)) from exc
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
-        raise InternalError(f"writing failed ({_reason(exc)}); every file was restored to its state before this "
-                            "run") from exc
-    if drop_state_dir:
-        try:  # after the commit point: an empty folder left here holds nothing and the next run removes it
-            state_dir.rmdir()
-        except OSError:
-            pass
-
-
-def _reason(exc: BaseException) -> str:
-    return str(exc) or exc.__class__.__name__
-
-
-def _incomplete(root: Path, lead: str, failed: list[tuple[str, OSError]]) -> str:
-    """`lead` says what failed and ends where the restore failure's reason goes."""
-    names = ", ".join(rel for rel, _ in failed)
-    kept = (f"; the journal in {manifest.STATE_DIR}/ keeps their previous bytes"
-            if manifest.journal_path(root).exists() else "")
-    return (f"{lead} ({_reason(failed[0][1])}): {names} {'is' if len(failed) == 1 else 'are'} not restored{kept}. "
-            "Fix the cause, then `yolopatch revert` finishes the job (it restores them and reverts the checkout)")
-
-
-def interrupted_run(root: Path) -> str | None:
-    """The command an interrupted run was doing ("" if unknown), or None when no run was interrupted."""
-    if not manifest.journal_path(root).exists():
-        return None
-    try:
-        return journal.read(root).run
-    except (OSError, ValueError, KeyError, TypeError):
-        return ""
-
-
-def recover(root: Path) -> tuple[int, list[str]]:
-    """Replay the journal of an interrupted run: every path it changed gets its before-image back (the
-    user's bytes included). A file changed since the run was interrupted is first copied beside itself.
-    Returns the number of paths restored and the copies kept."""
-    try:
-        recorded = journal.read(root)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RefusedError(f"the journal of the interrupted run ({manifest.journal_path(root)}) cannot be replayed "
-                           f"({exc}); restore the checkout from version control") from None
-    reset_fault_counter()
-    preflight.check(root, [Op("write", image.rel) if image.was != "dir" else Op("mkdir", image.rel)
-                           for image in recorded.images] + [Op("remove", _state_rel("journal.json"))])
-    kept: list[str] = []
-    changed, failed = journal.roll_back(root, recorded.images, recorded.created_state_dir, kept)
-    if failed:
-        raise IncompleteRollbackError(_incomplete(root, f"rolling back the interrupted run ({recorded.run}) failed", failed))
-    return changed, kept
-
-
-def clean_state_dir(root: Path) -> bool:
-    """Remove a state folder that holds nothing (left after a run that stopped before writing anything):
-    only leftover temporary files and empty folders. Returns whether it was removed."""
-    folder = manifest.state_dir(root)
-    if not folder.is_dir():
-        return False
-    entries = sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True)
-    if any(p.is_file() and not p.name.endswith(".yolopatch-tmp") for p in entries):
-        return False
-    if not entries:  # nothing to journal: an empty folder holds nothing to restore
-        reset_fault_counter()
-        preflight.check(root, [Op("rmdir", manifest.STATE_DIR)])
-        remove_dir(folder)
-        return True
-    ops = [Op("remove" if p.is_file() else "rmdir", p.relative_to(root).as_posix()) for p in entries]
-    execute(root, ops, "clean up the state folder", drop_state_dir=True)
-    return True
+    writer.execute(transition.target.root, transition.ops, run, drop_state_dir=transition.new is None)

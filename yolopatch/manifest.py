@@ -57,6 +57,11 @@ def state_dir(root: Path) -> Path:
     return root / STATE_DIR
 
 
+def state_rel(*parts: str) -> str:
+    """A path inside the state folder, relative to the checkout root (POSIX)."""
+    return "/".join((STATE_DIR, *parts))
+
+
 def original_path(root: Path, rel: str) -> Path:
     return state_dir(root) / "originals" / rel
 
