@@ -1,7 +1,8 @@
 """Command line: flags in, one call into api, output out. Exit codes are decided in main() only.
 
 0 done or nothing to do · 1 --check found changes · 2 usage · 3 refused (nothing written)
-4 verification failed · 123 internal error (tree restored)
+4 verification failed · 5 verification failed and the stock model fails the same way (the environment)
+123 internal error (tree restored) · 125 writing failed and restoring failed too (`yolopatch revert` finishes)
 """
 
 from __future__ import annotations
@@ -111,7 +112,9 @@ def show(obj, recipe: str, as_json: bool) -> None:
 @click.option("--dry-run", "mode", flag_value="dry-run", help="Say what would change; write nothing.")
 @click.option("--diff", "mode", flag_value="diff", help="Print the patch as a unified diff; write nothing.")
 @click.option("--check", "mode", flag_value="check", help="Exit 1 if applying would change files; write nothing.")
-@click.option("--force", is_flag=True, help="Keep going over edited patched files or existing destinations.")
+@click.option("--force", is_flag=True,
+              help="Where your edits conflict with yolopatch's changes, write yolopatch's version and keep yours "
+                   "beside it as FILE.orig; replace an existing destination file (revert puts it back).")
 @click.pass_obj
 def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool) -> None:
     """Apply RECIPES to the checkout (or, with --locked, what yolopatch.lock pins)."""
@@ -128,22 +131,36 @@ def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool)
     else:
         for line in result.summary_lines:
             _say(line)
-    _say(result.message)
+    _report(result)
+    if result.refusal:  # a preview of a run that would refuse: shown above, then refused the same way
+        from .errors import RefusedError
+
+        raise RefusedError(result.refusal)
     if mode == "check" and result.changes:
         raise _CheckWouldChange()
+
+
+def _report(result) -> None:
+    for note in result.notes:
+        _say(note)
+    _say(result.message)
+    if result.hint:
+        _say(f"to use the patched models, Python must import this checkout: {result.hint}")
 
 
 @cli.command()
 @click.argument("recipes", nargs=-1)
 @repo_option
-@click.option("--force", is_flag=True, help="Restore the originals even over files edited since apply.")
+@click.option("--force", is_flag=True,
+              help="Where your edits conflict with the lines yolopatch wrote, write the reverted file and keep "
+                   "yours beside it as FILE.orig.")
 @click.pass_obj
 def revert(obj, recipes, repo: Path, force: bool) -> None:
     """Revert RECIPES (default: everything applied), restoring the original bytes."""
     result = _api().revert(repo, list(recipes), force, obj["recipe_dirs"])
     for line in result.summary_lines:
         _say(line)
-    _say(result.message)
+    _report(result)
 
 
 @cli.command()
@@ -173,7 +190,9 @@ def status(repo: Path, as_json: bool) -> None:
     t = report["target"]
     click.echo(f"target:  {t['flavour']} {t['version']} at {t['root']}")
     if report["interrupted"]:
-        click.echo("state:   an earlier run was interrupted; `yolopatch revert` restores the pristine files")
+        run = f" ({report['interrupted_run']})" if report.get("interrupted_run") else ""
+        click.echo(f"state:   an earlier run{run} was interrupted; `yolopatch revert` rolls it back and restores "
+                   "the pristine files")
         return
     names = [r["name"] for r in report["recipes"]]
     click.echo(f"applied: {', '.join(names) if names else 'nothing'}")
@@ -205,6 +224,7 @@ def doctor(repo: Path, python: str | None, as_json: bool) -> None:
             click.echo(f"imports:      {imports['note']}")
         else:
             click.echo(f"imports:      could not run the interpreter: {imports.get('error')}")
+        click.echo(f"to import it: {report['import_hint']}")
         applied = report["state"]["applied"]
         click.echo(f"applied:      {', '.join(applied) if applied else 'nothing'}")
         for problem in report["problems"]:
