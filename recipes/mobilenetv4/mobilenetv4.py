@@ -53,7 +53,11 @@ def _make_act(act):
 
 
 class ConvBNAct(nn.Module):
-    """Conv2d (no bias, 'same' padding for odd kernels) -> BatchNorm2d -> activation (or none)."""
+    """Conv2d (no bias, 'same' padding for odd kernels) -> BatchNorm2d -> activation (or none).
+
+    ``forward_fuse`` is the forward once ``bn`` has been folded into ``conv`` (the YOLO Conv protocol the
+    targets' fuse() follows).
+    """
 
     def __init__(self, c1, c2, k=1, s=1, groups=1, act="relu"):
         super().__init__()
@@ -63,6 +67,9 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))
+
+    def forward_fuse(self, x):
+        return self.act(self.conv(x))
 
 
 class LayerScale(nn.Module):

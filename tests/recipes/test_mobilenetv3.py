@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
 from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 mnv3 = load_recipe_module("mobilenetv3", "mobilenetv3.py")
@@ -131,3 +132,10 @@ def test_survives_initialize_weights_inplace(cls):
         torch.testing.assert_close(a, b)
     for (name, pa), pb in zip(patched.named_parameters(), reference.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_every_conv_bn_pair_folds(cls):
+    model = getattr(mnv3, cls)()
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs > 30

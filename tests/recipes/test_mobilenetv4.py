@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 mnv4 = load_recipe_module("mobilenetv4", "mobilenetv4.py")
@@ -263,3 +264,15 @@ def test_mobile_mqa_fused_and_explicit_attention_agree(monkeypatch):
         explicit = attn(x)
     torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
     assert not torch.equal(fused, torch.zeros_like(fused))
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_conv_bn_pair_folds(name):
+    """Every conv + BN pair folds. The hybrids' Mobile MQA blocks open with a pre-norm BatchNorm that follows no
+    conv (it feeds the query, key and value convs, the last two through a padded depthwise conv), so it is not a
+    conv + BN pair and stays."""
+    model = build(name)
+    pre_norms = {f"{n}.norm" for n, m in model.named_modules() if isinstance(m, mnv4.MobileMQA)}
+    assert bool(pre_norms) == ("Hybrid" in name)
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) - len(pre_norms)
+    assert check_fuses(model, torch.randn(1, 3, 64, 96), allowed_left=pre_norms) == pairs

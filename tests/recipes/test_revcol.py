@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 R = load_recipe_module("revcol", "revcol.py")
@@ -239,3 +240,11 @@ def test_recipe_toml_declares_module_outputs():
         assert tuple(entry["strides"]) == model.feature_strides
     assert {y["name"] for y in recipe["yamls"]} == {"yolov8-revcol", "rtdetr-revcol", "yolov5s-revcol"}
     assert all(y["vars"]["backbone"] == "revcol_tiny" for y in recipe["yamls"])
+
+
+def test_nothing_to_fold():
+    """RevCol normalises with LayerNorm only: no BatchNorm, so fuse() has nothing to do and changes nothing."""
+    torch.manual_seed(0)
+    model = build("tiny", drop_path=0.0)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 64)) == 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 sn1 = load_recipe_module("shufflenetv1", "shufflenetv1.py")
@@ -185,3 +186,10 @@ def test_survives_inplace_activations():
     with torch.no_grad():
         for a, b in zip(m(x), ref(x)):
             assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [3, 8])
+def test_every_conv_bn_pair_folds(groups):
+    model = sn1.ShuffleNetV1(3, groups)
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs == 1 + 3 * 16

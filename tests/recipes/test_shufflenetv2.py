@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 sn2 = load_recipe_module("shufflenetv2", "shufflenetv2.py")
@@ -172,3 +173,9 @@ def test_survives_inplace_activations():
     with torch.no_grad():
         for a, b in zip(m(x), ref(x)):
             assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_every_conv_bn_pair_folds():
+    model = sn2.ShuffleNetV2()
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs == 1 + 3 * 16 + 3 * 2
