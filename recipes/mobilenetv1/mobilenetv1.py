@@ -4,6 +4,8 @@ Every layer after the stem is a depthwise-separable pair: a 3x3 depthwise conv a
 conv, each followed by BatchNorm and ReLU. There are no shortcuts.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -24,6 +26,20 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
+
+
+def init_weights(model: nn.Module) -> None:
+    """timm's initialisation of its MobileNets (_init_weight_goog, as TensorFlow's): conv weights normal with
+    std sqrt(2 / fan_out), fan_out = k * k * out_channels / groups; BatchNorm weight 1, bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
 
 
 def conv_bn_relu(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1) -> nn.Sequential:
@@ -73,6 +89,7 @@ class MobileNetV1(nn.Module):
         self.stages = nn.ModuleList(nn.Sequential(*layers) for layers in stages)
         self.feature_channels = tuple(channels)
         self.feature_strides = tuple(strides)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list:
         outputs = []

@@ -30,6 +30,19 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+def init_weights(model: nn.Module) -> None:
+    """torchvision's initialisation of its MobileNets: conv weights Kaiming normal (fan_out = out_channels * k * k,
+    ReLU gain), conv biases 0, BatchNorm weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def conv_bn(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
     layers = [nn.Conv2d(c1, c2, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c2)]
     if act:
@@ -86,6 +99,7 @@ class MobileNetV2(nn.Module):
         self.out_indices = tuple(strides.index(s) for s in OUT_STRIDES)
         self.feature_channels = tuple(channels[i] for i in self.out_indices)
         self.feature_strides = OUT_STRIDES
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list:
         outputs = []

@@ -52,6 +52,19 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+def init_weights(model: nn.Module) -> None:
+    """torchvision's initialisation of its MobileNets: conv weights Kaiming normal (fan_out = out_channels * k * k,
+    ReLU gain), conv biases 0, BatchNorm weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def conv_bn(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act=None) -> nn.Sequential:
     """Conv (no bias) + BatchNorm, followed by `act(inplace=True)` when an activation class is given.
 
@@ -130,6 +143,7 @@ class _MobileNetV3(nn.Module):
         self.stages = nn.ModuleList(nn.Sequential(*layers) for layers in stages)
         self.feature_channels = tuple(channels)
         self.feature_strides = tuple(strides)
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list:
         outputs = []

@@ -338,6 +338,8 @@ class _MobileNetV4(nn.Module):
         self._init_weights()
 
     def _init_weights(self):
+        """timm's initialisation: _init_weight_goog for every conv and BatchNorm, then Xavier uniform for the
+        attention projections (timm's MultiQueryAttention2d.init_weights)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
@@ -345,7 +347,7 @@ class _MobileNetV4(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # Attention projections train more stably from a Xavier start.
+        # As in timm, where Xavier appeared to train the hybrids more stably.
         for m in self.modules():
             if isinstance(m, MultiQueryAttention2d):
                 for conv in m.modules():

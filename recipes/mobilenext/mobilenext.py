@@ -34,6 +34,20 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+def init_weights(model: nn.Module) -> None:
+    """The authors' initialisation (MXNet._initialize_weights): conv weights normal with std sqrt(2 / n),
+    n = k * k * out_channels (Kaiming fan_out), conv biases 0, BatchNorm weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def conv_bn(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act: bool = False) -> nn.Sequential:
     layers = [nn.Conv2d(c1, c2, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c2)]
     if act:
@@ -75,6 +89,7 @@ class SGBlock(nn.Module):
             layers.append(conv_bn(c2, c2, 3, s, groups=c2))
         self.conv = nn.Sequential(*layers)
         self.shortcut = s == 1 and c1 == c2
+        init_weights(self)  # also when the block is used on its own in a neck
 
     def forward(self, x):
         y = self.conv(x)
@@ -116,6 +131,7 @@ class MobileNeXt(nn.Module):
         self.out_indices = tuple(strides.index(s) for s in OUT_STRIDES)
         self.feature_channels = tuple(channels[i] for i in self.out_indices)
         self.feature_strides = OUT_STRIDES
+        init_weights(self)
 
     def forward(self, x: torch.Tensor) -> list:
         outputs = []

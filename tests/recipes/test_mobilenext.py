@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from fusing import check_fuses
+from init_stats import assert_batchnorms, assert_convs_follow, kaiming_fan_out_std, rejects_pytorch_default
 from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 mnx = load_recipe_module("mobilenext", "mobilenext.py")
@@ -246,3 +247,13 @@ def test_every_conv_bn_pair_folds():
     assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs > 70
     block = mnx.SGBlock(64, 32, 1, 6, True)
     assert check_fuses(block, torch.randn(2, 64, 16, 16)) == 4
+
+
+def test_initialisation_follows_the_authors():
+    """MXNet._initialize_weights: conv std sqrt(2 / (k * k * out_channels)), BN 1 / 0; also for a lone SGBlock."""
+    torch.manual_seed(0)
+    for model in (mnx.MobileNeXt(), mnx.SGBlock(64, 64), mnx.SGBlock(256, 128, 1, 6, True)):
+        model = emulate_initialize_weights(model)
+        convs = assert_convs_follow(model, kaiming_fan_out_std)
+        assert rejects_pytorch_default(convs, kaiming_fan_out_std) > 0.7
+        assert_batchnorms(model)
