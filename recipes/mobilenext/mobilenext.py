@@ -102,9 +102,11 @@ class MobileNeXt(nn.Module):
     Channels (144, 192, 384, 1280) at width 1.0: each output is the last sandglass block at its
     resolution; the last one is the network's final 1280-channel block (everything but the classifier).
     `width` is the width multiplier; as in the reference, the 1280-channel block is not narrowed below 1.0.
+    `weights`: a checkpoint of the authors' MXNet (mobilenext/codebase/models/mnext.py) of the same width, a
+    .pth / .pt / .safetensors file, to load; what was loaded is recorded in `loaded_weights`.
     """
 
-    def __init__(self, c1: int = 3, width: float = 1.0):
+    def __init__(self, c1: int = 3, width: float = 1.0, weights=None):
         super().__init__()
         divisor = 4 if width == 0.1 else 8
         c_in = make_divisible(STEM_CHANNELS * width, divisor)
@@ -132,6 +134,24 @@ class MobileNeXt(nn.Module):
         self.feature_channels = tuple(channels[i] for i in self.out_indices)
         self.feature_strides = OUT_STRIDES
         init_weights(self)
+        self.loaded_weights = None
+        if weights:  # the helper yolopatch ships beside this file (recipe.toml lists it)
+            from .yolopatch_weights import load_reference_weights
+            self.loaded_weights = load_reference_weights(self, weights)
+
+    def reference_layouts(self) -> dict:
+        """Our module names -> the authors' MXNet (and its classifier). There, features.0 is the stem and
+        features.k the k-th sandglass block, whose conv is one flat Sequential: our conv-BN(-ReLU6) parts in a row."""
+        names = {"stages.0.0.0": "features.0.0", "stages.0.0.1": "features.0.1"}
+        blocks = [f"stages.{s}.{i}" for s, stage in enumerate(self.stages) for i, block in enumerate(stage)
+                  if isinstance(block, SGBlock)]
+        for k, ours in enumerate(blocks, start=1):
+            flat = 0
+            for m, part in enumerate(self.get_submodule(ours).conv):
+                names.update({f"{ours}.conv.{m}.0": f"features.{k}.conv.{flat}",
+                              f"{ours}.conv.{m}.1": f"features.{k}.conv.{flat + 1}"})
+                flat += len(part)
+        return {"official MXNet": (names, ("classifier.",))}
 
     def forward(self, x: torch.Tensor) -> list:
         outputs = []

@@ -376,10 +376,13 @@ class RevCol(nn.Module):
         kernel_size: depthwise kernel size of the ConvNeXt blocks.
         drop_path: maximum stochastic-depth rate, spread linearly over the blocks of a column.
         save_memory: use the reversible backward (recompute instead of storing activations); default on.
+        weights: a checkpoint of the reference (megvii-research/RevCol, e.g. revcol_tiny_1k.pth; its
+            classification heads and decoders are left out), a .pth / .pt / .safetensors file, to load; what was
+            loaded is recorded in `loaded_weights`.
     """
 
     def __init__(self, c1=3, channels=(64, 128, 256, 512), layers=(2, 2, 4, 2), num_subnet=4,
-                 kernel_size=3, drop_path=0.0, save_memory=True):
+                 kernel_size=3, drop_path=0.0, save_memory=True, weights=None):
         super().__init__()
         channels, layers = tuple(int(c) for c in channels), tuple(int(n) for n in layers)
         if len(channels) != 4 or len(layers) != 4:
@@ -398,6 +401,15 @@ class RevCol(nn.Module):
         for k in range(self.num_subnet):
             self.add_module(f"subnet{k}", SubNet(channels, layers, kernel_size, k == 0, dp_rates, save_memory))
         self.apply(self._init_weights)
+        self.loaded_weights = None
+        if weights:  # the helper yolopatch ships beside this file (recipe.toml lists it)
+            from .yolopatch_weights import load_reference_weights
+            self.loaded_weights = load_reference_weights(self, weights)
+
+    @staticmethod
+    def reference_layouts() -> dict:
+        """The reference's names are ours; its classifiers (cls, cls_blocks) and decoders are not the backbone."""
+        return {"official RevCol": ({"": ""}, ("cls.", "cls_blocks.", "decoder_blocks."))}
 
     @staticmethod
     def _init_weights(m):
@@ -424,15 +436,15 @@ class RevCol(nn.Module):
 
 
 class _RevColVariant(RevCol):
-    """A named configuration from ``VARIANTS``; YAML args: [drop_path, save_memory, kernel_size]."""
+    """A named configuration from ``VARIANTS``; YAML args: [drop_path, save_memory, kernel_size, weights]."""
 
     variant = "tiny"
 
-    def __init__(self, c1=3, drop_path=None, save_memory=True, kernel_size=3):
+    def __init__(self, c1=3, drop_path=None, save_memory=True, kernel_size=3, weights=None):
         channels, layers, num_subnet, default_dp = VARIANTS[self.variant]
         if drop_path is None:
             drop_path = default_dp
-        super().__init__(c1, channels, layers, num_subnet, kernel_size, drop_path, save_memory)
+        super().__init__(c1, channels, layers, num_subnet, kernel_size, drop_path, save_memory, weights)
 
 
 # The names YAMLs use (lower case, as in the reference model builders).

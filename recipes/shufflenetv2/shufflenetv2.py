@@ -105,9 +105,11 @@ class ShuffleNetV2(nn.Module):
     Args:
         c1: input channels.
         width: width multiplier, one of 0.5, 1.0, 1.5, 2.0.
+        weights: a checkpoint of torchvision's shufflenet_v2_x* of the same width (a .pth / .pt / .safetensors
+            file) to load; what was loaded is recorded in `loaded_weights`.
     """
 
-    def __init__(self, c1=3, width=1.0):
+    def __init__(self, c1=3, width=1.0, weights=None):
         super().__init__()
         if width not in STAGE_CHANNELS:
             raise ValueError(f"ShuffleNetV2: width must be one of {sorted(STAGE_CHANNELS)}, got {width}")
@@ -126,6 +128,26 @@ class ShuffleNetV2(nn.Module):
         self.feature_channels = (stem, *stage_channels)
         self.feature_strides = (4, 8, 16, 32)
         init_weights(self, self.stem[0])
+        self.loaded_weights = None
+        if weights:  # the helper yolopatch ships beside this file (recipe.toml lists it)
+            from .yolopatch_weights import load_reference_weights
+            self.loaded_weights = load_reference_weights(self, weights)
+
+    def reference_layouts(self) -> dict:
+        """Our module names -> torchvision's shufflenet_v2_x* (and its conv5 / fc head). torchvision writes each
+        branch as one flat Sequential: branch1 = dw conv, BN, conv, BN, ReLU; branch2 = conv, BN, ReLU, dw conv,
+        BN, conv, BN, ReLU."""
+        names = {"stem.0": "conv1.0", "stem.1": "conv1.1"}
+        for k, stage in enumerate(self.stages):
+            for i, unit in enumerate(stage):
+                ours, ref = f"stages.{k}.{i}", f"stage{k + 2}.{i}"
+                if unit.stride == 2:
+                    names.update({f"{ours}.left.0.0": f"{ref}.branch1.0", f"{ours}.left.0.1": f"{ref}.branch1.1",
+                                  f"{ours}.left.1.0": f"{ref}.branch1.2", f"{ours}.left.1.1": f"{ref}.branch1.3"})
+                for part, index in enumerate((0, 3, 5)):
+                    names.update({f"{ours}.right.{part}.0": f"{ref}.branch2.{index}",
+                                  f"{ours}.right.{part}.1": f"{ref}.branch2.{index + 1}"})
+        return {"torchvision shufflenet_v2": (names, ("conv5.", "fc."))}
 
     def forward(self, x):
         x = self.pool(self.stem(x))
