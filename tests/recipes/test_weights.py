@@ -9,6 +9,7 @@ model's checkpoint, a tag not in the cache, each a one-line error naming it.
 """
 
 import functools
+import importlib
 import math
 
 import pytest
@@ -52,6 +53,11 @@ def save(state: dict, folder, fmt: str):
     else:
         torch.save(state, path)
     return path
+
+
+def shared_helper(module):
+    """The yolopatch_weights module a recipe module imports (from the package it was loaded into)."""
+    return importlib.import_module(f"{module.__package__}.yolopatch_weights")
 
 
 def assert_same_features(ours, theirs):
@@ -182,7 +188,7 @@ LAYOUT_CASES = [
                          ids=[f"{c[1]}-{c[4]}-{c[2]}" for c in LAYOUT_CASES])
 def test_layout_names_every_reference_tensor(recipe, cls, kwargs, reference, layout):
     module = load_recipe_module(recipe, f"{recipe}.py")
-    helper = load_recipe_module(recipe, "yolopatch_weights.py")
+    helper = shared_helper(module)
     with torch.device("meta"):
         model, ref = getattr(module, cls)(**kwargs), reference()
     (name, (names, head)), = [(k, v) for k, v in model.reference_layouts().items() if k.startswith(layout)]
@@ -295,7 +301,7 @@ def test_mobilenext_loads_the_authors_checkpoint(fmt, tmp_path):
 @pytest.mark.parametrize("width", [0.5, 1.4])
 def test_mobilenext_layout_names_every_official_tensor(width):
     mnx = load_recipe_module("mobilenext", "mobilenext.py")
-    helper = load_recipe_module("mobilenext", "yolopatch_weights.py")
+    helper = shared_helper(mnx)
     with torch.device("meta"):
         model = mnx.MobileNeXt(width=width)
     (names, head), = model.reference_layouts().values()
