@@ -55,7 +55,7 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
 
     for recipe in recipes:
         for file in recipe.files:
-            add(f"{target.modules_dir}/{file}", (recipe.folder / file).read_bytes())
+            add(f"{target.modules_dir}/{file}", recipe.source_path(file).read_bytes())
     patch = parser_patch(recipes, target)
     if patch.needs_multi_output:
         support = f"{SUPPORT_MODULE}.py"

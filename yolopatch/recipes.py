@@ -21,6 +21,9 @@ ROLES = ("backbone", "block", "fusion")
 TARGET_FAMILIES = ("yolov5", "ultralytics")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RECIPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# Module files several recipes ship (a [[files]] entry with `shared = true`) live once, in this folder of the
+# shipped recipes; two recipes writing one of them write the same bytes.
+SHARED_FOLDER = "_shared"
 
 
 @dataclass(frozen=True)
@@ -62,6 +65,13 @@ class Recipe:
     modules: tuple[Module, ...]
     yamls: tuple[YamlSpec, ...]
     folder: Path
+    shared_files: tuple[str, ...] = ()  # the files of `files` taken from the shared folder
+
+    def source_path(self, file: str) -> Path:
+        """Where the bytes of a shipped file come from: the recipe folder, or the shared folder."""
+        if file in self.shared_files:
+            return resources.recipes_dir() / SHARED_FOLDER / file
+        return self.folder / file
 
     def modules_with_role(self, role: str) -> list[Module]:
         return [m for m in self.modules if m.role == role]
@@ -86,7 +96,7 @@ class Recipe:
                                if p.is_file()) if (self.folder / "templates").is_dir() else []
         for rel in ["recipe.toml", *sorted(self.files), *own_templates]:
             digest.update(rel.encode() + b"\0")
-            digest.update((self.folder / rel).read_bytes() + b"\0")
+            digest.update(self.source_path(rel).read_bytes() + b"\0")
         return digest.hexdigest()
 
 
@@ -165,13 +175,19 @@ def load_recipe(folder: Path) -> Recipe:
     targets = tuple(raw.get("targets", ()))
     if not targets or any(t not in TARGET_FAMILIES for t in targets):
         raise _fail(folder, f"targets must be a non-empty subset of {', '.join(TARGET_FAMILIES)}")
-    files = tuple(_safe_relative(folder, f.get("source"), "file") for f in raw.get("files", []))
+    entries = raw.get("files", [])
+    shared = tuple(f.get("source") for f in entries if f.get("shared"))
+    files = tuple(f.get("source") if f.get("shared") else _safe_relative(folder, f.get("source"), "file")
+                  for f in entries)
     for rel in files:
-        path = folder / rel
+        where = resources.recipes_dir() / SHARED_FOLDER if rel in shared else folder
+        if not isinstance(rel, str) or "/" in rel or "\\" in rel or not rel.endswith(".py"):
+            raise _fail(folder, f"file {rel!r} must be a .py file at the top of the recipe folder"
+                        + (f" ({SHARED_FOLDER}/ for shared files)" if rel in shared else ""))
+        path = where / rel
         if path.is_symlink() or not path.is_file():
-            raise _fail(folder, f"file {rel!r} is missing or is a symlink")
-        if "/" in rel or not rel.endswith(".py"):
-            raise _fail(folder, f"file {rel!r} must be a .py file at the top of the recipe folder")
+            raise _fail(folder, f"file {rel!r} is missing or is a symlink"
+                        + (f" (shared files live in {where})" if rel in shared else ""))
     modules = tuple(_parse_module(folder, m, files) for m in raw.get("modules", []))
     if not modules:
         raise _fail(folder, "declares no [[modules]]")
@@ -180,7 +196,7 @@ def load_recipe(folder: Path) -> Recipe:
         name=name, version=str(raw.get("version", "0")), summary=str(raw.get("summary", "")),
         paper=str(raw.get("paper", "")), targets=targets,
         requires=tuple(str(r) for r in raw.get("requires", [])), notes=str(raw.get("notes", "")),
-        files=files, modules=modules, yamls=yamls, folder=folder,
+        files=files, modules=modules, yamls=yamls, folder=folder, shared_files=shared,
     )
 
 
