@@ -55,8 +55,20 @@ def _starved(news: list) -> list:
     return problems
 
 
+# Stochastic depth drops whole residual branches at random (ours, timm's DropPath, torchvision's
+# StochasticDepth): on a batch of two a dropped branch gets no gradient, which is not a fault.
+_STOCHASTIC_DEPTH = ("DropPath", "StochasticDepth")
+
+
+def _hold_stochastic_depth(model) -> None:
+    for module in model.modules():
+        if type(module).__name__ in _STOCHASTIC_DEPTH:
+            module.eval()
+
+
 def train_step(adapter, model, news: list) -> str:
     model.train()
+    _hold_stochastic_depth(model)
     imgs, labels = synthetic_batch(model)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
     value = _backward(adapter, model, imgs, labels)
