@@ -14,10 +14,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import resources
+from . import resources, roles
 from .errors import RefusedError, UsageError
 
-ROLES = ("backbone", "block", "fusion")
 TARGET_FAMILIES = ("yolov5", "ultralytics")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RECIPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -118,20 +117,27 @@ def _parse_module(folder: Path, raw: dict, files: tuple[str, ...]) -> Module:
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
         raise _fail(folder, f"module name {name!r} is not a Python identifier")
     role = raw.get("role")
-    if role not in ROLES:
-        raise _fail(folder, f"module {name}: role {role!r} is not one of {', '.join(ROLES)}")
+    if role not in roles.NAMES:
+        raise _fail(folder, f"module {name}: role {role!r} is not one of {', '.join(roles.NAMES)}")
+    entry = roles.get(role)
     file = raw.get("file")
     if file not in files:
         raise _fail(folder, f"module {name}: file {file!r} is not listed in [[files]]")
+    repeats = raw.get("repeats", False)
+    if not isinstance(repeats, bool):
+        raise _fail(folder, f"module {name}: repeats must be true or false")
+    if repeats and not entry.repeats:
+        raise _fail(folder, f"module {name}: a {role} takes no repeat count (repeats = true is for "
+                            f"{', '.join(r.name for r in roles.ROLES if r.repeats)})")
     channels = strides = ()
-    if role == "backbone":
+    if entry.declares_outputs:
         channels = _int_tuple(folder, raw.get("channels"), f"module {name}: channels")
         strides = _int_tuple(folder, raw.get("strides"), f"module {name}: strides")
         if len(channels) != len(strides):
             raise _fail(folder, f"module {name}: channels and strides differ in length")
         if any(s & (s - 1) for s in strides) or list(strides) != sorted(set(strides)):
             raise _fail(folder, f"module {name}: strides must be increasing powers of two")
-    return Module(name=name, file=file, role=role, repeats=bool(raw.get("repeats", False)),
+    return Module(name=name, file=file, role=role, repeats=repeats,
                   channels=channels, strides=strides)
 
 
