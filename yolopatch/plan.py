@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .edits.parse_model import Registration
+from . import roles
 from .engine import PlannedFile
 from .edits.parser_file import SUPPORT_MODULE, ParserPatch, apply_patch
 from .errors import RefusedError
@@ -20,22 +20,24 @@ from .targets import Target
 
 
 def parser_patch(recipes: list[Recipe], target: Target) -> ParserPatch:
+    """What the parser file needs for these recipes: imports, and each module's registration by role."""
     seen: dict[str, str] = {}
-    imports, blocks, repeats, backbones, fusions = [], [], [], [], []
+    imports, repeats = [], []
+    members: dict[str, list[str]] = {role: [] for role in roles.NAMES}
     for recipe in recipes:
         for module in recipe.modules:
             if module.name in seen:
                 raise RefusedError(f"recipes {seen[module.name]} and {recipe.name} both define {module.name}")
             seen[module.name] = recipe.name
-            {"block": blocks, "backbone": backbones, "fusion": fusions}[module.role].append(module.name)
-            if module.role == "block" and module.repeats:
+            members[module.role].append(module.name)
+            if module.repeats:
                 repeats.append(module.name)
         for file in recipe.files:
             names = tuple(m.name for m in recipe.modules if m.file == file)
             if names:
                 imports.append((f"{target.import_prefix}.{file[:-3]}", names))
-    return ParserPatch(imports=tuple(imports), registration=Registration(
-        blocks=tuple(blocks), repeat_blocks=tuple(repeats), backbones=tuple(backbones), fusions=tuple(fusions)))
+    return ParserPatch(imports=tuple(imports), repeats=tuple(repeats),
+                       members=tuple((role, tuple(names)) for role, names in members.items() if names))
 
 
 def _has_rtdetr(parser_source: bytes) -> bool:
