@@ -11,11 +11,13 @@ import libcst as cst
 import pytest
 
 from yolopatch import roles
+from yolopatch.add.rewrite import RewriteTargetImports
 from yolopatch.edits.base import APPLIED, CONFLICT, PENDING, ConflictExample, Example
 from yolopatch.edits.registry import REGISTRY
 from yolopatch.errors import RefusedError
 
-CASES = [(kind, case) for kind in REGISTRY for case in kind.examples()]
+EDITS = (*REGISTRY, RewriteTargetImports)  # the parser file's edits, and the one `add` makes to a module file
+CASES = [(kind, case) for kind in EDITS for case in kind.examples()]
 CHANGES = [pytest.param(case, id=f"{kind.id}: {case.title}") for kind, case in CASES if isinstance(case, Example)]
 CONFLICTS = [pytest.param(case, id=f"{kind.id}: {case.title}") for kind, case in CASES
              if isinstance(case, ConflictExample)]
@@ -45,7 +47,7 @@ def test_conflict_is_refused_with_its_reason(case):
 
 
 def test_every_edit_has_a_change_and_a_conflict_example():
-    for kind in REGISTRY:
+    for kind in EDITS:
         examples = kind.examples()
         assert any(isinstance(e, Example) for e in examples), kind.id
         assert any(isinstance(e, ConflictExample) for e in examples), kind.id

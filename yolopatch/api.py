@@ -62,6 +62,7 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
     if not names:
         raise UsageError("name at least one recipe (see `yolopatch list`)")
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
         requested = recipe_store.resolve(list(dict.fromkeys(names)), recipe_dirs)
         recipe_store.check_supported(requested, target.family)
@@ -90,6 +91,7 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
     from . import __version__, lockfile
 
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
         lock = lockfile.read(target.root)
         if lock.tool != __version__:
@@ -146,6 +148,7 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
 def revert(repo: Path, names: list[str] | None = None, force: bool = False,
            recipe_dirs: tuple[Path, ...] = ()) -> Result:
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
         if manifest.journal_path(target.root).exists():
             return _recover(target)
@@ -222,9 +225,41 @@ def status(repo: Path) -> dict:
     return report
 
 
-def list_recipes(recipe_dirs: tuple[Path, ...] = ()) -> list[Recipe]:
-    return list(recipe_store.load_all(recipe_dirs).values())
+def list_recipes(recipe_dirs: tuple[Path, ...] = (), repo: Path | None = None) -> list[Recipe]:
+    """The shipped recipes, those of --recipes-dir and (with repo) the checkout's own."""
+    dirs = recipe_store.with_local(recipe_dirs, repo) if repo is not None else recipe_dirs
+    return list(recipe_store.load_all(dirs).values())
 
 
-def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = ()) -> Recipe:
-    return recipe_store.resolve([name], recipe_dirs)[0]
+def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = (), repo: Path | None = None) -> Recipe:
+    dirs = recipe_store.with_local(recipe_dirs, repo) if repo is not None else recipe_dirs
+    return recipe_store.resolve([name], dirs)[0]
+
+
+def add(repo: Path, file: Path, name: str | None = None, role_options: tuple[str, ...] = (), mode: str = "write",
+        python: str | None = None, recipe_dirs: tuple[Path, ...] = ()) -> Result:
+    """Make a tutorial's module file a local recipe of the checkout and apply it (see yolopatch/add/)."""
+    import sys
+    import tempfile
+
+    from .add.compose import compose
+
+    file = Path(file)
+    if not file.is_file():
+        raise UsageError(f"{file}: no such file")
+    target = targets.detect(repo)
+    extra = tuple(recipe_dirs)
+    with runlock.exclusive(target.root):
+        _refuse_if_interrupted(target.root)
+        old = manifest.load(target.root)
+        with tempfile.TemporaryDirectory(prefix="yolopatch-add-") as scratch:
+            recipe, summary = compose(target, old, file, name, role_options, python or sys.executable, extra,
+                                      Path(scratch))
+            dirs = recipe_store.with_local(extra, target.root)
+            already = [r for r in (recipe_store.resolve(old.recipe_names, dirs) if old else []) if r.name != recipe.name]
+            transition = _transition_to(target, old, [*already, recipe], force=False,
+                                        hint="revert with --force to discard those edits")
+            result = _finish(transition, target, recipe.name, mode)
+    if result.message.endswith("nothing to do"):
+        return Result(f"{recipe.name}: {file.name} is already added to {target.describe()} as it is; nothing to do")
+    return Result(f"{summary}; {result.message}", result.changes, result.wrote)

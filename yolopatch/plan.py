@@ -13,6 +13,7 @@ from . import roles
 from .engine import PlannedFile
 from .edits.parser_file import SUPPORT_MODULE, ParserPatch, apply_patch
 from .errors import RefusedError
+from .names import resolvable
 from .recipes import Recipe, check_supported
 from .render import render_yaml
 from .resources import runtime_dir
@@ -40,6 +41,32 @@ def parser_patch(recipes: list[Recipe], target: Target) -> ParserPatch:
                        members=tuple((role, tuple(names)) for role, names in members.items() if names))
 
 
+def _home(recipe: Recipe, target: Target) -> str:
+    """The recipe's folder in the checkout, relative, when it is one of the checkout's own recipes."""
+    if recipe.home:
+        return recipe.home
+    try:
+        return recipe.folder.resolve().relative_to(target.root.resolve()).as_posix()
+    except ValueError:
+        return ""
+
+
+def _refuse_taken_names(recipes: list[Recipe], target: Target, parser_source: bytes, pristine) -> None:
+    """A module whose name parse_model already resolves would replace the target's own in every YAML."""
+    def read(rel: str) -> bytes | None:
+        try:
+            return pristine(rel)
+        except RefusedError:
+            return None
+
+    taken = resolvable(parser_source, target.parser_file, read)
+    for recipe in recipes:
+        for module in recipe.modules:
+            if module.name in taken:
+                raise RefusedError(f"recipe {recipe.name}: {module.name} is already a name parse_model resolves in "
+                                   f"{target.parser_file} ({taken[module.name]}); rename the class")
+
+
 def _has_rtdetr(parser_source: bytes) -> bool:
     return b"class RTDETRDetectionModel" in parser_source
 
@@ -58,11 +85,16 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
     for recipe in recipes:
         for file in recipe.files:
             add(f"{target.modules_dir}/{file}", (recipe.folder / file).read_bytes())
+        home = _home(recipe, target)
+        if home:  # a local recipe is part of the patch: the lock pins it, revert restores it
+            for rel in recipe.own_files():
+                add(f"{home}/{rel}", (recipe.folder / rel).read_bytes(), modifies=(target.root / home / rel).is_file())
     patch = parser_patch(recipes, target)
     if patch.needs_multi_output:
         support = f"{SUPPORT_MODULE}.py"
         add(f"{target.modules_dir}/{support}", (runtime_dir() / support).read_bytes())
     parser_source = pristine(target.parser_file)
+    _refuse_taken_names(recipes, target, parser_source, pristine)
     patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)
     _check_output(patched, target)
     add(target.parser_file, patched, modifies=True)

@@ -18,6 +18,7 @@ from . import resources, roles
 from .errors import RefusedError, UsageError
 
 TARGET_FAMILIES = ("yolov5", "ultralytics")
+LOCAL_DIR = "yolopatch-recipes"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RECIPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -61,6 +62,7 @@ class Recipe:
     modules: tuple[Module, ...]
     yamls: tuple[YamlSpec, ...]
     folder: Path
+    home: str = ""  # a local recipe: its folder in the checkout (relative), where the plan writes its files
 
     def modules_with_role(self, role: str) -> list[Module]:
         return [m for m in self.modules if m.role == role]
@@ -78,12 +80,16 @@ class Recipe:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             return []
 
+    def own_files(self) -> list[str]:
+        """What defines the recipe, relative to its folder: recipe.toml, its files and its own templates."""
+        own_templates = sorted(p.relative_to(self.folder).as_posix() for p in (self.folder / "templates").rglob("*")
+                               if p.is_file()) if (self.folder / "templates").is_dir() else []
+        return ["recipe.toml", *sorted(self.files), *own_templates]
+
     def content_hash(self) -> str:
         """sha256 over recipe.toml, every shipped file and the recipe's own templates, in a fixed order."""
         digest = hashlib.sha256()
-        own_templates = sorted(p.relative_to(self.folder).as_posix() for p in (self.folder / "templates").rglob("*")
-                               if p.is_file()) if (self.folder / "templates").is_dir() else []
-        for rel in ["recipe.toml", *sorted(self.files), *own_templates]:
+        for rel in self.own_files():
             digest.update(rel.encode() + b"\0")
             digest.update((self.folder / rel).read_bytes() + b"\0")
         return digest.hexdigest()
@@ -195,6 +201,20 @@ def check_supported(recipes: list[Recipe], family: str) -> None:
         if family not in recipe.targets:
             raise RefusedError(f"recipe {recipe.name} does not support {family} "
                                f"(it supports {', '.join(recipe.targets)})")
+
+
+def local_dir(root: Path) -> Path:
+    """Where a checkout keeps its own recipes (`yolopatch add` writes them there): committed with the
+    checkout, found without --recipes-dir."""
+    return Path(root) / LOCAL_DIR
+
+
+def with_local(extra_dirs: tuple[Path, ...], root: Path) -> tuple[Path, ...]:
+    """The --recipes-dir folders and, last, the checkout's own recipes when it has any."""
+    local = local_dir(root)
+    if not local.is_dir() or any(Path(d).resolve() == local.resolve() for d in extra_dirs):
+        return tuple(extra_dirs)
+    return (*extra_dirs, local)
 
 
 def recipe_folders(extra_dirs: tuple[Path, ...] = ()) -> dict[str, Path]:
