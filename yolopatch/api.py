@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,10 +241,7 @@ def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = (), repo: Path | None
 def add(repo: Path, file: Path, name: str | None = None, role_options: tuple[str, ...] = (), mode: str = "write",
         python: str | None = None, recipe_dirs: tuple[Path, ...] = ()) -> Result:
     """Make a tutorial's module file a local recipe of the checkout and apply it (see yolopatch/add/)."""
-    import sys
-    import tempfile
-
-    from .add.compose import compose
+    from .add.compose import compose  # libcst: loaded only when a file is added
 
     file = Path(file)
     if not file.is_file():

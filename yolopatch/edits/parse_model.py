@@ -170,8 +170,7 @@ def membership(test: cst.BaseExpression) -> cst.ComparisonTarget | None:
     return None
 
 
-SETS = {
-    # kind: (what it is, in words; how to find the `if` whose test is the set, from the chain)
+SETS = {  # kind: what it is, in words
     "scaled": "the width-scaled module set",
     "repeat": "the repeat module set",
 }
