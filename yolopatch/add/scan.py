@@ -130,3 +130,5 @@ def _mark_modules(classes: dict[str, ClassInfo], tree: ast.Module) -> None:
             if not own_forward and base.has_forward:
                 info.returns_several, own_forward = base.returns_several, True
             base = next((classes[b] for b in base.bases if b in classes), None)
+        if info.params is None and info.is_module and all(b in _MODULE_BASES for b in info.bases):
+            info.params = []  # torch's own Module.__init__ takes no arguments
