@@ -5,6 +5,8 @@ usage: python alignment_probe.py FLAVOUR [--rows YAML ...] [--same YAML_A YAML_B
   --rows   layer indices, types and the layers freeze=5 freezes, per YAML
   --same   whether two YAMLs give equal outputs for the same seed and input
   --onnx   ONNX export of a YAML's model, onnxruntime against PyTorch
+  --life   what training and tooling do to a model: a training forward and backward, then deepcopy (EMA),
+           pickling, the profiling and (YOLOv5) feature-visualising forward branches, fuse(), half()
 """
 
 import io
@@ -79,6 +81,39 @@ def onnx(flavour: str, path: str) -> dict:
     return {"yaml": path, "max_abs_diff": float((got - expected).abs().max()), "scale": float(expected.abs().max())}
 
 
+def life(flavour: str, path: str) -> dict:
+    import copy
+    import tempfile
+    from pathlib import Path
+
+    model = build(flavour, path).train()
+    x = torch.rand(2, 3, 128, 160)
+    out = model(x)
+    tensors = out.values() if isinstance(out, dict) else (out if isinstance(out, (list, tuple)) else [out])
+    sum(t.float().sum() for t in tensors if isinstance(t, torch.Tensor)).backward()
+    copy.deepcopy(model)  # fails if a forward left a non-leaf tensor on a module
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    restored = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False).eval()
+    model.eval()
+    sample = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        same_after_reload = bool(torch.equal(first_output(restored(sample)), first_output(model(sample))))
+        if flavour == "ultralytics":
+            model.predict(sample, profile=True)
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                model._forward_once(sample, profile=True, visualize=Path(folder))
+                visualised = len(list(Path(folder).iterdir()))
+        before_fuse = first_output(model(sample))
+        fused = copy.deepcopy(model).fuse()
+        fused_diff = float((first_output(fused(sample)) - before_fuse).abs().max())
+    half = copy.deepcopy(model).half()
+    return {"yaml": path, "same_after_reload": same_after_reload, "fused_diff": fused_diff,
+            "scale": float(before_fuse.abs().max()), "half": all(p.dtype == torch.float16 for p in half.parameters()),
+            "visualised": visualised if flavour != "ultralytics" else None}
+
+
 def main() -> None:
     torch.set_num_threads(1)
     flavour, requests, mode = sys.argv[1], {}, None
@@ -93,6 +128,8 @@ def main() -> None:
         results.append({"same": same(flavour, *requests["same"])})
     if "onnx" in requests:
         results.append({"onnx": onnx(flavour, *requests["onnx"])})
+    if "life" in requests:
+        results.append({"life": life(flavour, *requests["life"])})
     for result in results:
         print(json.dumps(result), flush=True)
 

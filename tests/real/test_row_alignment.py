@@ -1,7 +1,7 @@
 """Row alignment on real releases: after apply, YAML row i is `model.model[i]` with `.i == i` in every
 model the shipped recipes write and in tutorial-convention YAMLs (a backbone at row 0 filling rows 0-4);
 `freeze=5` freezes exactly rows 0-4; the tutorial model computes the same outputs as the same network
-written as plain rows; and it exports to ONNX."""
+written as plain rows; it survives what training and tooling do to a model; and it exports to ONNX."""
 
 import json
 import re
@@ -123,7 +123,7 @@ def patched(request, tmp_path_factory):
     assert len(written) >= 20
     sweep = written if flavour != "yolov5-upstream" else []
     onnx = ["--onnx", tutorial] if flavour != "yolov5-upstream" else []
-    reports = probe(root, flavour, "--rows", *sweep, tutorial, "--same", tutorial, plain, *onnx)
+    reports = probe(root, flavour, "--rows", *sweep, tutorial, "--same", tutorial, plain, *onnx, "--life", tutorial)
     assert len(reports["rows"]) == len(sweep) + 1
     return root, flavour, reports
 
@@ -151,3 +151,12 @@ def test_tutorial_model_exports_to_onnx(patched):
         pytest.skip("the same yolo.py as the packaged layout: exported there")
     result = reports["onnx"]
     assert result["max_abs_diff"] <= 1e-4 * max(1.0, result["scale"]), result
+
+
+def test_tutorial_model_survives_training_deepcopy_pickling_profiling_fuse_and_half(patched):
+    _, flavour, reports = patched
+    result = reports["life"]
+    assert result["same_after_reload"] and result["half"], result
+    assert result["fused_diff"] <= 1e-3 * max(1.0, result["scale"]), result  # BatchNorm folded into the convs
+    if flavour != "ultralytics":
+        assert result["visualised"] > 10  # one feature image per layer with a spatial map
