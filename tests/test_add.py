@@ -283,3 +283,12 @@ def test_a_package_name_parse_model_does_not_see_is_free(cli, tmp_path):
     code, _, err = cli("add", TUTORIAL / "cbam.py", "--repo", root)
     assert code == 0, err
     assert "from ultralytics.nn.modules.cbam import CBAM" in (root / "ultralytics" / "nn" / "tasks.py").read_text()
+
+
+def test_a_file_name_that_is_no_identifier_still_gives_an_importable_module(cli, tmp_path):
+    root = checkout(tmp_path, "v5-set")
+    shutil.copy(TUTORIAL / "eca.py", tmp_path / "3d-eca.py")
+    code, _, err = cli("add", tmp_path / "3d-eca.py", "--repo", root)
+    assert code == 0, err
+    assert "from models.m_3d_eca import ECA" in (root / "models" / "yolo.py").read_text()
+    compile((root / "models" / "yolo.py").read_text(), "yolo.py", "exec")

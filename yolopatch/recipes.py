@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import keyword
 import re
 import sys
 from dataclasses import dataclass, field
@@ -184,6 +185,8 @@ def load_recipe(folder: Path) -> Recipe:
             raise _fail(folder, f"file {rel!r} is missing or is a symlink")
         if "/" in rel or not rel.endswith(".py"):
             raise _fail(folder, f"file {rel!r} must be a .py file at the top of the recipe folder")
+        if not rel[:-3].isidentifier() or keyword.iskeyword(rel[:-3]):
+            raise _fail(folder, f"file {rel!r}: its name is imported as a module, so it must be a Python identifier")
     modules = tuple(_parse_module(folder, m, files) for m in raw.get("modules", []))
     if not modules:
         raise _fail(folder, "declares no [[modules]]")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import keyword
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -44,7 +45,13 @@ def recipe_name(file: Path, given: str | None) -> str:
 
 
 def module_file_name(name: str) -> str:
-    return name.replace("-", "_") + ".py"
+    """The module's file name: an importable identifier made from the recipe name."""
+    stem = name.replace("-", "_")
+    if stem[0].isdigit():
+        stem = f"m_{stem}"
+    if keyword.iskeyword(stem):
+        stem += "_"
+    return stem + ".py"
 
 
 def _string(value: str) -> str:
