@@ -292,3 +292,12 @@ def test_a_file_name_that_is_no_identifier_still_gives_an_importable_module(cli,
     assert code == 0, err
     assert "from models.m_3d_eca import ECA" in (root / "models" / "yolo.py").read_text()
     compile((root / "models" / "yolo.py").read_text(), "yolo.py", "exec")
+
+
+def test_dry_run_and_diff_write_nothing(cli, tmp_path):
+    root = checkout(tmp_path, "ul-set")
+    before = tree_snapshot(root)
+    code, out, err = cli("add", TUTORIAL / "ema.py", "--repo", root, "--diff")
+    assert code == 0 and "yolopatch-recipes/ema/recipe.toml" in out and "ultralytics/nn/modules/ema.py" in out
+    assert cli("add", TUTORIAL / "ema.py", "--repo", root, "--dry-run")[0] == 0
+    assert tree_snapshot(root) == before
