@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..recipes import LOCAL_DIR, Recipe, load_recipe
-from ..targets import Target
 from .infer import Decision
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -111,7 +110,3 @@ def write_folder(added: Added, family: str, parent: Path) -> Recipe:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def target_module_path(target: Target, module_file: str) -> str:
-    return f"{target.modules_dir}/{module_file}"

@@ -53,7 +53,7 @@ class Layout:
     def candidates(self, module: str, level: int) -> list[str]:
         """This checkout's modules an import of `module` may mean: the same dotted path, then paths ending
         the same way (nearest first)."""
-        tail = module if level else module
+        tail = module
         if not level and module.split(".")[0] in ("ultralytics", "yolov5"):
             tail = module.partition(".")[2]
         exact = [module] if not level and module in self.modules else []
