@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +67,7 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
     if not names:
         raise UsageError("name at least one recipe (see `yolopatch list`)")
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
         requested = recipe_store.resolve(list(dict.fromkeys(names)), recipe_dirs)
         recipe_store.check_supported(requested, target.family)
@@ -99,6 +102,7 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
     from . import __version__, lockfile
 
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
         lock = lockfile.read(target.root)
         if lock.tool != __version__:
@@ -158,6 +162,7 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
 def revert(repo: Path, names: list[str] | None = None, force: bool = False,
            recipe_dirs: tuple[Path, ...] = ()) -> Result:
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
         rolled_back = None
         if interrupted_run(target.root) is not None:
@@ -219,9 +224,38 @@ def status(repo: Path) -> dict:
     return report
 
 
-def list_recipes(recipe_dirs: tuple[Path, ...] = ()) -> list[Recipe]:
-    return list(recipe_store.load_all(recipe_dirs).values())
+def list_recipes(recipe_dirs: tuple[Path, ...] = (), repo: Path | None = None) -> list[Recipe]:
+    """The shipped recipes, those of --recipes-dir and (with repo) the checkout's own."""
+    dirs = recipe_store.with_local(recipe_dirs, repo) if repo is not None else recipe_dirs
+    return list(recipe_store.load_all(dirs).values())
 
 
-def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = ()) -> Recipe:
-    return recipe_store.resolve([name], recipe_dirs)[0]
+def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = (), repo: Path | None = None) -> Recipe:
+    dirs = recipe_store.with_local(recipe_dirs, repo) if repo is not None else recipe_dirs
+    return recipe_store.resolve([name], dirs)[0]
+
+
+def add(repo: Path, file: Path, name: str | None = None, role_options: tuple[str, ...] = (), mode: str = "write",
+        python: str | None = None, recipe_dirs: tuple[Path, ...] = ()) -> Result:
+    """Make a tutorial's module file a local recipe of the checkout and apply it (see yolopatch/add/)."""
+    from .add.compose import compose  # libcst: loaded only when a file is added
+
+    file = Path(file)
+    if not file.is_file():
+        raise UsageError(f"{file}: no such file")
+    target = targets.detect(repo)
+    extra = tuple(recipe_dirs)
+    with runlock.exclusive(target.root):
+        _refuse_if_interrupted(target.root)
+        old = manifest.load(target.root)
+        with tempfile.TemporaryDirectory(prefix="yolopatch-add-") as scratch:
+            recipe, summary = compose(target, old, file, name, role_options, python or sys.executable, extra,
+                                      Path(scratch))
+            dirs = recipe_store.with_local(extra, target.root)
+            already = [r for r in (recipe_store.resolve(old.recipe_names, dirs) if old else []) if r.name != recipe.name]
+            transition = _transition_to(target, old, [*already, recipe], False, "apply")
+            result = _finish(transition, target, recipe.name, mode, f"add {recipe.name}")
+    if result.message.endswith("nothing to do"):
+        return Result(f"{recipe.name}: {file.name} is already added to {target.describe()} as it is; nothing to do")
+    return Result(f"{summary}; {result.message}", result.changes, result.wrote, notes=result.notes,
+                  refusal=result.refusal, hint=result.hint)

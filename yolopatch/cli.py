@@ -32,6 +32,13 @@ def _api():
     return api
 
 
+def _with_local(recipe_dirs: tuple[Path, ...], repo: Path) -> tuple[Path, ...]:
+    """--recipes-dir and the checkout's own recipes (yolopatch-recipes/)."""
+    from .recipes import with_local
+
+    return with_local(recipe_dirs, repo)
+
+
 def _say(message: str) -> None:
     click.echo(message, err=True)
 
@@ -47,12 +54,17 @@ def cli(ctx: click.Context, verbose: bool, recipe_dirs: tuple[Path, ...]) -> Non
     ctx.obj = {"verbose": verbose, "recipe_dirs": recipe_dirs}
 
 
+local_option = click.option("--repo", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+                            help="Also list the recipes this checkout keeps in yolopatch-recipes/.")
+
+
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@local_option
 @click.pass_obj
-def list_cmd(obj, as_json: bool) -> None:
+def list_cmd(obj, as_json: bool, repo: Path) -> None:
     """List the available recipes."""
-    recipes = _api().list_recipes(obj["recipe_dirs"])
+    recipes = _api().list_recipes(obj["recipe_dirs"], repo)
     if as_json:
         click.echo(json.dumps([_recipe_json(r) for r in recipes], indent=2))
         return
@@ -76,10 +88,11 @@ def _recipe_json(recipe) -> dict:
 @cli.command()
 @click.argument("recipe")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@local_option
 @click.pass_obj
-def show(obj, recipe: str, as_json: bool) -> None:
+def show(obj, recipe: str, as_json: bool, repo: Path) -> None:
     """Show a recipe: paper, modules and roles, the YAMLs it writes."""
-    found = _api().show_recipe(recipe, obj["recipe_dirs"])
+    found = _api().show_recipe(recipe, obj["recipe_dirs"], repo)
     if as_json:
         click.echo(json.dumps(_recipe_json(found), indent=2))
         return
@@ -149,6 +162,33 @@ def _report(result) -> None:
 
 
 @cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Recipe name (default: from the file name).")
+@click.option("--role", "role_options", multiple=True, metavar="CLASS=ROLE",
+              help="Give a class its role (backbone, block, same-width, upsample, fusion, pass-through, helper); "
+                   "repeatable.")
+@repo_option
+@click.option("--dry-run", "mode", flag_value="dry-run", help="Say what would change; write nothing.")
+@click.option("--diff", "mode", flag_value="diff", help="Print the patch as a unified diff; write nothing.")
+@click.option("--python", "python", type=click.Path(dir_okay=False), default=None,
+              help="The target's interpreter, for measuring backbones (default: the one running yolopatch).")
+@click.pass_obj
+def add(obj, file: Path, name, role_options, repo: Path, mode, python) -> None:
+    """Make FILE's modules a local recipe of the checkout (yolopatch-recipes/) and apply it."""
+    result = _api().add(repo, file, name, tuple(role_options), mode or "write", python, obj["recipe_dirs"])
+    if mode == "diff":
+        click.echo(result.diff, nl=False)
+    else:
+        for line in result.summary_lines:
+            _say(line)
+    _report(result)
+    if result.refusal:
+        from .errors import RefusedError
+
+        raise RefusedError(result.refusal)
+
+
+@cli.command()
 @click.argument("recipes", nargs=-1)
 @repo_option
 @click.option("--force", is_flag=True,
@@ -173,7 +213,7 @@ def lock(obj, repo: Path, no_figures: bool) -> None:
     if not no_figures:
         from .verify import lock_figures  # measures every generated YAML with verify --quick
 
-        models = lock_figures(repo, obj["recipe_dirs"], progress=_say)
+        models = lock_figures(repo, _with_local(obj["recipe_dirs"], repo), progress=_say)
     path = _api().lock(repo, models)
     _say(f"wrote {path}")
 
@@ -272,7 +312,7 @@ def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool
 
         pinned = lockfile.read(targets.detect(repo).root).models
     report = run_verify(repo, recipe_names, yaml_files, quick=quick, export=export, python=python,
-                        recipe_dirs=obj["recipe_dirs"], progress=_say, one_scale=one_scale)
+                        recipe_dirs=_with_local(obj["recipe_dirs"], repo), progress=_say, one_scale=one_scale)
     click.echo(report.to_json() if as_json else report.table())
     if not report.passed:
         raise VerifyError(report.failure_summary())

@@ -43,6 +43,8 @@ def new_modules(model, spec: dict) -> list:
     found = []
     for position, layer in enumerate(model.model):
         cls = type(layer)
+        if cls.__name__ == "BackboneLevel":
+            continue  # a backbone's further rows: placeholders of the support module, checked with the backbone
         module = cls.__module__ or ""
         if files or declared:
             new = cls.__name__ in declared or module in files

@@ -61,7 +61,7 @@ def _check_backbone(new, out, size, declared_ch, report) -> None:
         count = len(out) if isinstance(out, (list, tuple)) else 1
         report.problems.append(f"{label}: returns {count} output(s) at input {size[0]}x{size[1]}, declares {len(strides)}")
         return
-    first_row = new.index - (strides[-1].bit_length() - 2)
+    first_row = new.index  # a backbone's own row is the first of its group (BackboneLevel rows follow)
     for k, (tensor, c, s) in enumerate(zip(out, channels, strides)):
         where = f"{label} output {k} (stride {s})"
         if tensor.shape[1] != c:
