@@ -128,20 +128,24 @@ def assert_bfloat16_works(build, x: torch.Tensor, rel: float = 0.05) -> None:
     torch.manual_seed(0)
     model = build().train()
     ref = model(x).detach()
+    inp = x.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = model(x)
+        out = model(inp)
         loss = random_projection_loss(out)
     loss.backward()
     _assert_close_to_float32(out.detach(), ref, rel)
+    assert torch.isfinite(inp.grad).all()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
 
     half = copy.deepcopy(model).to(torch.bfloat16)
     half.zero_grad(set_to_none=True)
-    out = half(x.to(torch.bfloat16))
+    inp = x.to(torch.bfloat16).requires_grad_(True)
+    out = half(inp)
     assert out.dtype == torch.bfloat16
     random_projection_loss(out).backward()
     _assert_close_to_float32(out.detach(), ref, rel)
+    assert inp.grad.dtype == torch.bfloat16 and torch.isfinite(inp.grad).all()
     for name, p in half.named_parameters():
         assert p.grad is not None and p.grad.dtype == torch.bfloat16, name
 
