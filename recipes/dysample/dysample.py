@@ -11,9 +11,18 @@ bilinear upsampling would sample; the input is then sampled there with bilinear 
          1x1 conv without bias.
 """
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+def exporting_to_onnx() -> bool:
+    """True while torch.onnx traces the module; torch.onnx is loaded by then, so a plain forward does
+    not pay for importing it."""
+    onnx = sys.modules.get("torch.onnx")
+    return onnx is not None and onnx.is_in_onnx_export()
 
 
 def bilinear_border(source: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -104,7 +113,7 @@ class DySample(nn.Module):
         px = F.pixel_shuffle(px, s).reshape(b * g, s * h, s * w)
         py = F.pixel_shuffle(py, s).reshape(b * g, s * h, s * w)
         source = x.reshape(b * g, c // g, h, w).to(dtype)
-        if torch.onnx.is_in_onnx_export():
+        if exporting_to_onnx():
             out = bilinear_border(source, px - 0.5, py - 0.5)  # ONNX GridSample needs opset 16
         else:
             # grid_sample's normalised coordinates (align_corners=False): -1 and 1 are the outer pixel edges
