@@ -1,7 +1,7 @@
 """ECA: Efficient Channel Attention (Wang et al., ECA-Net, arXiv:1910.03151), as timm's EcaModule.
 
 Global average pooling, then a 1D convolution across the channel axis (no bias, no dimensionality
-reduction) and a sigmoid give one gate per channel. The kernel size adapts to the width (eq. 12):
+reduction) and a sigmoid give one gate per channel. The kernel size adapts to the width:
 k = |log2(C)/gamma + b/gamma|_odd with gamma=2, b=1; as in timm the value is truncated, made odd by
 adding one when even, and is at least 3.
 """

@@ -1,4 +1,4 @@
-"""Tests of ECA (recipes/eca/eca.py) against timm's EcaModule and the paper's eq. 12."""
+"""Tests of ECA (recipes/eca/eca.py) against timm's EcaModule and the paper's adaptive kernel size."""
 
 import tomllib
 
