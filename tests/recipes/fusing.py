@@ -27,20 +27,20 @@ def fold_conv_bn(model: nn.Module) -> int:
     """Fold in place every pair in one of the two structures; returns how many were folded."""
     folded = 0
     for module in list(model.modules()):
-        if isinstance(getattr(module, "conv", None), nn.Conv2d) and isinstance(getattr(module, "bn", None),
-                                                                               nn.BatchNorm2d):
-            assert hasattr(module, "forward_fuse"), f"{type(module).__name__} has conv and bn but no forward_fuse"
-            module.conv = folded_conv(module.conv, module.bn)
-            delattr(module, "bn")
-            module.forward = module.forward_fuse
-            folded += 1
-        elif isinstance(module, nn.Sequential):
+        if isinstance(module, nn.Sequential):  # first: a Sequential may name its children conv and bn
             layers = list(module)
             for i in range(len(layers) - 1):
                 if isinstance(layers[i], nn.Conv2d) and isinstance(layers[i + 1], nn.BatchNorm2d):
                     module[i] = folded_conv(layers[i], layers[i + 1])
                     module[i + 1] = nn.Identity()
                     folded += 1
+        elif isinstance(getattr(module, "conv", None), nn.Conv2d) and isinstance(getattr(module, "bn", None),
+                                                                                 nn.BatchNorm2d):
+            assert hasattr(module, "forward_fuse"), f"{type(module).__name__} has conv and bn but no forward_fuse"
+            module.conv = folded_conv(module.conv, module.bn)
+            delattr(module, "bn")
+            module.forward = module.forward_fuse
+            folded += 1
     return folded
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.ops import DeformConv2d, deform_conv2d
 
 from module_checks import (assert_every_parameter_gets_gradient, batchnorms, fold_conv_bn, random_projection_loss,
-                           randomise_batchnorm)
+                           randomise_batchnorms)
 from recipe_loader import count_params, emulate_initialize_weights, load_recipe_module
 
 dcn = load_recipe_module("dcnv2", "dcnv2.py")
@@ -53,7 +53,7 @@ def test_parameter_count(cfg):
 def test_equals_torchvision_deformconv2d_with_copied_weights(cfg):
     c1, c2, k, s, p, g, d, dg = cfg
     torch.manual_seed(0)
-    m = randomise_batchnorm(randomise_offsets(build(*cfg))).eval()
+    m = randomise_batchnorms(randomise_offsets(build(*cfg))).eval()
     ref = DeformConv2d(c1, c2, k, s, d * (k - 1) // 2, d, g, bias=False)
     ref.weight.data.copy_(m.conv.weight)
     x = torch.randn(2, c1, 12, 20)
@@ -148,7 +148,7 @@ def test_train_mode_batch1_256_and_gradients_after_initialize_weights(s):
 
 
 def test_fuse_folds_the_batchnorm_into_the_deformable_kernel():
-    m = randomise_batchnorm(randomise_offsets(dcn.DCNv2(16, 32, 3, 2))).eval()
+    m = randomise_batchnorms(randomise_offsets(dcn.DCNv2(16, 32, 3, 2))).eval()
     x = torch.randn(1, 16, 32, 32)
     with torch.no_grad():
         before = m(x)

@@ -12,7 +12,7 @@ from timm.models import fasternet as timm_fasternet
 from torch import nn
 
 from module_checks import (assert_every_parameter_gets_gradient, batchnorms, expected_shapes, fold_conv_bn,
-                           random_projection_loss, randomise_batchnorm)
+                           random_projection_loss, randomise_batchnorms)
 from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 fn = load_recipe_module("fasternet", "fasternet.py")
@@ -92,7 +92,7 @@ def test_generic_fasternet_defaults_to_t0_and_builds_custom_configurations():
 def test_outputs_equal_timm_with_copied_weights(name, hw):
     """Same weights in, same four feature maps out: checks block order, PConv split, activations (GELU for
     T0/T1, ReLU after) and the merging layers, not only the tensor shapes."""
-    ref = randomise_batchnorm(timm.create_model(VARIANTS[name][0], features_only=True)).eval()
+    ref = randomise_batchnorms(timm.create_model(VARIANTS[name][0], features_only=True)).eval()
     model = build(name).eval()
     load_timm_weights(model, ref)
     x = torch.randn(2, 3, *hw)
@@ -161,7 +161,7 @@ def test_survives_initialize_weights():
 
 
 def test_fuse_folds_every_batchnorm_and_keeps_outputs():
-    model = randomise_batchnorm(build("FasterNetT0")).eval()
+    model = randomise_batchnorms(build("FasterNetT0")).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         before = model(x)
@@ -210,7 +210,7 @@ def test_pconv_partial_part_equals_timm_and_leaves_other_channels_untouched():
 
 
 def test_pconv_block_is_partial_then_pointwise():
-    block = randomise_batchnorm(fn.PConv(32, 48)).eval()
+    block = randomise_batchnorms(fn.PConv(32, 48)).eval()
     x = torch.randn(1, 32, 16, 24)
     with torch.no_grad():
         y = block(x)
@@ -236,7 +236,7 @@ def test_fasterblock_parameters(c1, c2):
 def test_fasterblock_equals_timm_block_with_copied_weights(act, timm_act):
     ref = timm_fasternet.MLPBlock(48, n_div=4, mlp_ratio=2.0, drop_path=0.0, layer_scale_init_value=0.0,
                                   act_layer=timm_act)
-    randomise_batchnorm(ref).eval()
+    randomise_batchnorms(ref).eval()
     ours = fn.FasterBlock(48, 48, act=act).eval()
     ours.load_state_dict({timm_key_to_ours(k): v for k, v in ref.state_dict().items()})
     x = torch.randn(2, 48, 10, 14)
@@ -272,7 +272,7 @@ def test_c2f_faster_equals_ultralytics_c2f_with_fasternet_blocks():
     """The C2f wiring (split, chained blocks, one concatenation) against ultralytics' own C2f."""
     from ultralytics.nn.modules.block import C2f
 
-    ours = randomise_batchnorm(fn.C2f_Faster(48, 64, 2, True)).eval()
+    ours = randomise_batchnorms(fn.C2f_Faster(48, 64, 2, True)).eval()
     ref = C2f(48, 64, 2, True)
     ref.m = copy.deepcopy(ours.m)
     ref.load_state_dict(ours.state_dict())
@@ -309,7 +309,7 @@ def test_block_train_mode_batch1_256_and_gradients_after_initialize_weights(name
 
 @pytest.mark.parametrize("name", list(BLOCKS))
 def test_block_fuse(name):
-    block = randomise_batchnorm(BLOCKS[name](48, 32)).eval()
+    block = randomise_batchnorms(BLOCKS[name](48, 32)).eval()
     x = torch.randn(1, 48, 16, 16)
     with torch.no_grad():
         before = block(x)

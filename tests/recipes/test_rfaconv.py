@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from module_checks import (assert_every_parameter_gets_gradient, batchnorms, fold_conv_bn, random_projection_loss,
-                           randomise_batchnorm)
+                           randomise_batchnorms)
 from recipe_loader import count_params, emulate_initialize_weights, load_recipe_module
 
 rfa = load_recipe_module("rfaconv", "rfaconv.py")
@@ -57,7 +57,7 @@ def reference_forward(m, x):
                                                (4, 6, 5, 1, (10, 10)), (4, 6, 5, 2, (15, 9))])
 def test_forward_equals_receptive_field_attention_written_directly(c1, c2, k, s, hw):
     torch.manual_seed(0)
-    m = randomise_batchnorm(rfa.RFAConv(c1, c2, k, s)).eval()
+    m = randomise_batchnorms(rfa.RFAConv(c1, c2, k, s)).eval()
     x = torch.randn(2, c1, *hw)
     with torch.no_grad():
         y = m(x)
@@ -113,7 +113,7 @@ def test_train_mode_batch1_256_and_gradients_after_initialize_weights(s):
 
 
 def test_fuse_folds_both_batchnorms():
-    m = randomise_batchnorm(rfa.RFAConv(16, 32, 3, 2)).eval()
+    m = randomise_batchnorms(rfa.RFAConv(16, 32, 3, 2)).eval()
     x = torch.randn(1, 16, 32, 32)
     with torch.no_grad():
         before = m(x)

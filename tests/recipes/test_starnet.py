@@ -12,7 +12,7 @@ from timm.models import starnet as timm_starnet
 from torch import nn
 
 from module_checks import (assert_every_parameter_gets_gradient, batchnorms, expected_shapes, fold_conv_bn,
-                           random_projection_loss, randomise_batchnorm)
+                           random_projection_loss, randomise_batchnorms)
 from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 sn = load_recipe_module("starnet", "starnet.py")
@@ -51,7 +51,7 @@ def test_outputs_and_parameters_equal_timm(name):
     """Every variant: equal parameter count, declared outputs, and with timm's weights copied in (BatchNorm
     statistics randomised) the same four feature maps."""
     timm_name, recorded = VARIANTS[name]
-    ref = randomise_batchnorm(timm.create_model(timm_name, features_only=True)).eval()
+    ref = randomise_batchnorms(timm.create_model(timm_name, features_only=True)).eval()
     model = build(name).eval()
     assert count_params(model) == count_params(ref) == recorded
     assert list(model.feature_channels) == ref.feature_info.channels()
@@ -144,7 +144,7 @@ def test_survives_initialize_weights():
 
 
 def test_fuse_folds_every_batchnorm_and_keeps_outputs():
-    model = randomise_batchnorm(build("StarNetS1")).eval()
+    model = randomise_batchnorms(build("StarNetS1")).eval()
     x = torch.randn(1, 3, 64, 96)
     with torch.no_grad():
         before = model(x)
@@ -189,7 +189,7 @@ def test_starblock_parameters(c1, c2, mlp_ratio):
 
 
 def test_starblock_equals_timm_block_with_copied_weights():
-    ref = randomise_batchnorm(timm_starnet.Block(32, mlp_ratio=3)).eval()
+    ref = randomise_batchnorms(timm_starnet.Block(32, mlp_ratio=3)).eval()
     ours = sn.StarBlock(32, 32, 3).eval()
     ours.load_state_dict(ref.state_dict())
     x = torch.randn(2, 32, 12, 20)
@@ -199,7 +199,7 @@ def test_starblock_equals_timm_block_with_copied_weights():
 
 def test_star_operation_is_relu6_of_one_branch_times_the_other():
     """What reaches the 1x1 projection g is ReLU6(f1(h)) * f2(h), h the BN'd depthwise conv of the input."""
-    block = randomise_batchnorm(sn.StarBlock(16, 16)).eval()
+    block = randomise_batchnorms(sn.StarBlock(16, 16)).eval()
     seen = []
     block.g.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
     x = torch.randn(1, 16, 8, 8)
@@ -228,7 +228,7 @@ def test_starblock_train_mode_batch1_256_and_gradients_after_initialize_weights(
 
 
 def test_starblock_fuse():
-    block = randomise_batchnorm(sn.StarBlock(48, 32)).eval()
+    block = randomise_batchnorms(sn.StarBlock(48, 32)).eval()
     x = torch.randn(1, 48, 16, 16)
     with torch.no_grad():
         before = block(x)
