@@ -57,17 +57,17 @@ def checkout(tmp_path: Path, style: str) -> Path:
 
 
 ROLES = {
-    "se.py": {"SE": ("same-width", False)},
-    "cbam.py": {"CBAM": ("same-width", False)},             # ChannelAttention, SpatialAttention: helpers
-    "eca.py": {"ECA": ("same-width", False)},
-    "coordatt.py": {"CoordAtt": ("block", False)},          # the paper's (inp, oup, reduction)
-    "simam.py": {"SimAM": ("pass-through", False)},
-    "ema.py": {"EMA": ("same-width", False)},
+    "se_block.py": {"SE": ("same-width", False)},
+    "cbam_block.py": {"CBAM": ("same-width", False)},             # ChannelAttention, SpatialAttention: helpers
+    "eca_block.py": {"ECA": ("same-width", False)},
+    "coordatt_block.py": {"CoordAtt": ("block", False)},          # the paper's (inp, oup, reduction)
+    "simam_block.py": {"SimAM": ("pass-through", False)},
+    "ema_block.py": {"EMA": ("same-width", False)},
     "c2f_se.py": {"C2f_SE": ("block", True)},               # SEGate, BottleneckSE: helpers
     "c3_se.py": {"C3SE": ("block", True)},
     "spdconv.py": {"SPDConv": ("block", False)},
     "convse.py": {"ConvSE": ("block", False)},
-    "dysample.py": {"DySample": ("upsample", False)},
+    "dysample_up.py": {"DySample": ("upsample", False)},
     "tinynet.py": {"TinyNet": ("backbone", False)},
 }
 
@@ -130,26 +130,26 @@ def test_add_applies_re_add_is_a_no_op_a_changed_file_updates_and_revert_is_byte
     pristine = tree_snapshot(root)
     work = tmp_path / "work"
     work.mkdir()
-    shutil.copy(TUTORIAL / "se.py", work / "se.py")
-    code, _, err = cli("add", work / "se.py", "--repo", root)
+    shutil.copy(TUTORIAL / "se_block.py", work / "se_block.py")
+    code, _, err = cli("add", work / "se_block.py", "--repo", root)
     assert code == 0, err
     tasks = (root / "ultralytics" / "nn" / "tasks.py").read_text()
-    assert "from ultralytics.nn.modules.se import SE" in tasks
+    assert "from ultralytics.nn.modules.se_block import SE" in tasks
     assert "elif m in {SE}:  # yolopatch: modules that keep the input width" in tasks
-    assert (root / "ultralytics" / "nn" / "modules" / "se.py").read_bytes() == (work / "se.py").read_bytes()
-    toml = (root / "yolopatch-recipes" / "se" / "recipe.toml").read_text()
+    assert (root / "ultralytics" / "nn" / "modules" / "se_block.py").read_bytes() == (work / "se_block.py").read_bytes()
+    toml = (root / "yolopatch-recipes" / "se_block" / "recipe.toml").read_text()
     assert 'role = "same-width"' in toml
     added = tree_snapshot(root)
 
-    code, _, err = cli("add", work / "se.py", "--repo", root)
+    code, _, err = cli("add", work / "se_block.py", "--repo", root)
     assert code == 0 and "nothing to do" in err
     assert tree_snapshot(root) == added
 
-    (work / "se.py").write_text((work / "se.py").read_text().replace("ratio=16", "ratio=8"))
-    code, _, err = cli("add", work / "se.py", "--repo", root)
+    (work / "se_block.py").write_text((work / "se_block.py").read_text().replace("ratio=16", "ratio=8"))
+    code, _, err = cli("add", work / "se_block.py", "--repo", root)
     assert code == 0, err
-    assert b"ratio=8" in (root / "ultralytics" / "nn" / "modules" / "se.py").read_bytes()
-    assert [r["name"] for r in json.loads(cli("status", "--repo", root, "--json")[1])["recipes"]] == ["se"]
+    assert b"ratio=8" in (root / "ultralytics" / "nn" / "modules" / "se_block.py").read_bytes()
+    assert [r["name"] for r in json.loads(cli("status", "--repo", root, "--json")[1])["recipes"]] == ["se_block"]
 
     assert cli("revert", "--repo", root)[0] == 0
     assert tree_snapshot(root) == pristine
@@ -159,14 +159,14 @@ def test_a_local_recipe_is_shown_locked_and_reproduced_on_a_fresh_copy(cli, tmp_
     root = checkout(tmp_path, "v5-master")
     fresh = tmp_path / "fresh"
     shutil.copytree(root, fresh)
-    for file in ("c3_se.py", "dysample.py"):
+    for file in ("c3_se.py", "dysample_up.py"):
         code, _, err = cli("add", TUTORIAL / file, "--repo", root)
         assert code == 0, err
     code, out, _ = cli("show", "c3_se", "--repo", root, "--json")
     assert code == 0 and json.loads(out)["modules"][0] == {
         "name": "C3SE", "role": "block", "file": "c3_se.py", "repeats": True, "channels": [], "strides": []}
     names = [r["name"] for r in json.loads(cli("list", "--json", "--repo", root)[1])]
-    assert {"c3_se", "dysample", "bifpn"} <= set(names)
+    assert {"c3_se", "dysample_up", "bifpn"} <= set(names)
     assert cli("lock", "--repo", root, "--no-figures")[0] == 0
     # what a user commits: the pristine files, the lock and the local recipes
     shutil.copytree(root / "yolopatch-recipes", fresh / "yolopatch-recipes")
@@ -193,10 +193,10 @@ def test_a_backbone_is_measured_in_the_target_interpreter(cli, tmp_path):
 
 def test_role_option_overrides_the_reading_and_helper_keeps_a_class_out(cli, tmp_path):
     root = checkout(tmp_path, "ul-tuple")
-    code, _, err = cli("add", TUTORIAL / "coordatt.py", "--role", "CoordAtt=same-width", "--role", "HSwish=helper",
+    code, _, err = cli("add", TUTORIAL / "coordatt_block.py", "--role", "CoordAtt=same-width", "--role", "HSwish=helper",
                        "--repo", root)
     assert code == 0, err
-    toml = (root / "yolopatch-recipes" / "coordatt" / "recipe.toml").read_text()
+    toml = (root / "yolopatch-recipes" / "coordatt_block" / "recipe.toml").read_text()
     assert 'name = "CoordAtt"' in toml and 'role = "same-width"' in toml and "HSwish" not in toml
 
 
@@ -232,18 +232,18 @@ BAD = {
     "a name parse_model resolves": (b"import torch.nn as nn\n\n\nclass Conv(nn.Module):\n"
                                     b"    def __init__(self, c1, c2):\n        super().__init__()\n",
                                     [], 3, "Conv is already a name parse_model resolves"),
-    "--role for an unknown class": ((TUTORIAL / "se.py").read_bytes(), ["--role", "Nope=block"], 2, "Nope"),
-    "--role with an unknown role": ((TUTORIAL / "se.py").read_bytes(), ["--role", "SE=attention"], 2,
+    "--role for an unknown class": ((TUTORIAL / "se_block.py").read_bytes(), ["--role", "Nope=block"], 2, "Nope"),
+    "--role with an unknown role": ((TUTORIAL / "se_block.py").read_bytes(), ["--role", "SE=attention"], 2,
                                     "unknown role 'attention'"),
-    "--role without =": ((TUTORIAL / "se.py").read_bytes(), ["--role", "SE"], 2, "CLASS=ROLE"),
-    "a name taken by a shipped recipe": ((TUTORIAL / "se.py").read_bytes(), ["--name", "bifpn"], 3,
+    "--role without =": ((TUTORIAL / "se_block.py").read_bytes(), ["--role", "SE"], 2, "CLASS=ROLE"),
+    "a name taken by a shipped recipe": ((TUTORIAL / "se_block.py").read_bytes(), ["--name", "bifpn"], 3,
                                          "recipe name 'bifpn' is taken"),
-    "a module file the target has": ((TUTORIAL / "se.py").read_bytes(), ["--name", "conv"], 3,
+    "a module file the target has": ((TUTORIAL / "se_block.py").read_bytes(), ["--name", "conv"], 3,
                                      "ultralytics/nn/modules/conv.py already exists"),
     "an unresolvable target import": (b"import torch.nn as nn\nfrom .conv import Conv, NotThere\n\n\n"
                                       b"class X(nn.Module):\n    def __init__(self, c1):\n        super().__init__()\n",
                                       [], 3, "imports NotThere from .conv"),
-    "a bad --name": ((TUTORIAL / "se.py").read_bytes(), ["--name", "Bad Name"], 2, "--name"),
+    "a bad --name": ((TUTORIAL / "se_block.py").read_bytes(), ["--name", "Bad Name"], 2, "--name"),
 }
 
 
@@ -270,7 +270,7 @@ def test_a_missing_path_is_a_usage_error(cli, tmp_path):
 def test_code_at_module_level_is_never_run_by_add(cli, tmp_path):
     root = checkout(tmp_path, "ul-set")
     marker = tmp_path / MARKER
-    source = (TUTORIAL / "se.py").read_text() + f"\nopen({str(marker)!r}, 'w').write('ran')\nraise SystemExit(9)\n"
+    source = (TUTORIAL / "se_block.py").read_text() + f"\nopen({str(marker)!r}, 'w').write('ran')\nraise SystemExit(9)\n"
     (tmp_path / "se_side_effects.py").write_text(source)
     code, _, err = cli("add", tmp_path / "se_side_effects.py", "--repo", root)
     assert code == 0, err
@@ -280,14 +280,14 @@ def test_code_at_module_level_is_never_run_by_add(cli, tmp_path):
 def test_a_package_name_parse_model_does_not_see_is_free(cli, tmp_path):
     """The look-alike's conv.py defines CBAM, but tasks.py does not import it: an added CBAM is fine."""
     root = checkout(tmp_path, "ul-frozenset")
-    code, _, err = cli("add", TUTORIAL / "cbam.py", "--repo", root)
+    code, _, err = cli("add", TUTORIAL / "cbam_block.py", "--repo", root)
     assert code == 0, err
-    assert "from ultralytics.nn.modules.cbam import CBAM" in (root / "ultralytics" / "nn" / "tasks.py").read_text()
+    assert "from ultralytics.nn.modules.cbam_block import CBAM" in (root / "ultralytics" / "nn" / "tasks.py").read_text()
 
 
 def test_a_file_name_that_is_no_identifier_still_gives_an_importable_module(cli, tmp_path):
     root = checkout(tmp_path, "v5-set")
-    shutil.copy(TUTORIAL / "eca.py", tmp_path / "3d-eca.py")
+    shutil.copy(TUTORIAL / "eca_block.py", tmp_path / "3d-eca.py")
     code, _, err = cli("add", tmp_path / "3d-eca.py", "--repo", root)
     assert code == 0, err
     assert "from models.m_3d_eca import ECA" in (root / "models" / "yolo.py").read_text()
@@ -297,7 +297,7 @@ def test_a_file_name_that_is_no_identifier_still_gives_an_importable_module(cli,
 def test_dry_run_and_diff_write_nothing(cli, tmp_path):
     root = checkout(tmp_path, "ul-set")
     before = tree_snapshot(root)
-    code, out, err = cli("add", TUTORIAL / "ema.py", "--repo", root, "--diff")
-    assert code == 0 and "yolopatch-recipes/ema/recipe.toml" in out and "ultralytics/nn/modules/ema.py" in out
-    assert cli("add", TUTORIAL / "ema.py", "--repo", root, "--dry-run")[0] == 0
+    code, out, err = cli("add", TUTORIAL / "ema_block.py", "--repo", root, "--diff")
+    assert code == 0 and "yolopatch-recipes/ema_block/recipe.toml" in out and "ultralytics/nn/modules/ema_block.py" in out
+    assert cli("add", TUTORIAL / "ema_block.py", "--repo", root, "--dry-run")[0] == 0
     assert tree_snapshot(root) == before

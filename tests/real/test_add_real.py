@@ -179,7 +179,7 @@ def test_tutorial_files_are_added_verified_locked_and_reverted(flavour, tmp_path
             assert result.returncode == 3 and "imports C2f from ultralytics.nn.modules.block" in result.stderr
             continue
         assert result.returncode == 0, f"{file}: {result.stderr}"
-    again = yolopatch("add", TUTORIAL / "se.py", "--repo", root)
+    again = yolopatch("add", TUTORIAL / "se_block.py", "--repo", root)
     assert again.returncode == 0 and "nothing to do" in again.stderr
 
     yamls = []
