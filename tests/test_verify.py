@@ -1,8 +1,9 @@
 """`yolopatch verify` without real targets: refusals and exit codes, what gets selected, the pristine
 scratch copy, the stock comparison, the report and its JSON schema, the import check."""
 
-import importlib.util
+import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,10 @@ from lookalikes import FIXTURE_RECIPES, make_target
 from yolopatch import manifest, targets
 from yolopatch.errors import RefusedError
 from yolopatch.verify import plan_steps, stock
-from yolopatch.verify.report import MODEL_STEPS, SCHEMA, VerifyReport
+from yolopatch.verify.process import RUNNER
+from yolopatch.verify.protocol import MODEL_STEPS, ModelYaml, ModuleDeclaration, RunnerOutput, Spec, StockModel
+from yolopatch.verify.report import SCHEMA, VerifyReport
+from yolopatch.verify.runner import imports
 from yolopatch.verify.scratch import pristine_copy
 from yolopatch.verify.selection import select
 
@@ -31,10 +35,65 @@ def test_verify_package_import_does_not_import_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def test_runner_files_never_import_yolopatch():
-    for path in VERIFY_DIR.glob("runner*.py"):
-        text = path.read_text(encoding="utf-8")
-        assert "import yolopatch" not in text and "from yolopatch" not in text and "from ." not in text, path
+RUNNER_DIR = VERIFY_DIR / "runner"
+
+
+def _imports(path: Path):
+    """(level, module, names) of every import statement in a file."""
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield 0, alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            yield node.level, node.module or "", [a.name for a in node.names]
+
+
+def test_runner_modules_import_only_each_other_and_the_protocol():
+    """The runner runs in the target's interpreter: it may import its own modules, ..protocol, the standard
+    library and what the target itself needs (torch, yaml, onnxruntime), never the rest of yolopatch."""
+    own = {p.stem for p in RUNNER_DIR.glob("*.py")}
+    allowed = set(sys.stdlib_module_names) | {"torch", "torchvision", "yaml", "onnxruntime", "numpy"}
+    checked = 0
+    for path in sorted(RUNNER_DIR.glob("*.py")):
+        for level, module, names in _imports(path):
+            checked += 1
+            if level == 1:
+                assert (module in own) or (not module and set(names) <= own), (path.name, module, names)
+            elif level == 2:
+                assert module == "protocol", (path.name, module)
+            else:
+                assert level == 0 and module.split(".")[0] in allowed, (path.name, module)
+    assert checked > 40
+    for level, module, _ in _imports(VERIFY_DIR / "protocol.py"):
+        assert level == 0 and module.split(".")[0] in sys.stdlib_module_names, module
+
+
+def test_runner_starts_without_yolopatch_and_never_shadows_the_target(tmp_path):
+    """Started as the orchestrator starts it, in an interpreter where `import yolopatch` fails: the runner
+    mounts its own package and the protocol, and its folder (which holds a train.py) is not on sys.path, so a
+    target whose package is named `train` is found at the checkout."""
+    blocker = tmp_path / "blocker" / "yolopatch"
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('the runner must not import yolopatch')\n")
+    root = tmp_path / "root"
+    (root / "train").mkdir(parents=True)
+    (root / "train" / "__init__.py").write_text("__version__ = '9.9'\n")
+    (root / "train" / "tasks.py").write_text("")
+    assert (RUNNER_DIR / "train.py").is_file()  # the name a careless sys.path would let shadow the target
+    result = tmp_path / "result.json"
+    spec = Spec(mode="stock", root=str(root), family="ultralytics", flavour="ultralytics", version="9.9",
+                package="train", parser_module="train.tasks", result=str(result), shadow_check=False)
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path / "blocker")]),
+           "PYTHONDONTWRITEBYTECODE": "1", "YOLO_CONFIG_DIR": str(tmp_path / "config"),
+           "OMP_NUM_THREADS": "1", "YOLOPATCH_VERIFY_THREADS": "1"}
+    done = subprocess.run([sys.executable, str(RUNNER), str(tmp_path / "spec.json")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    output = RunnerOutput.from_json(result.read_text())
+    assert output.checks["import"]["status"] == "passed", output.checks
+    assert output.checks["import"]["message"] == f"train 9.9 from {root.resolve() / 'train'}"
+    assert output.runner["torch"]  # every torch-dependent runner module imported in the mount
 
 
 def test_not_a_target_exits_3(cli, tmp_path):
@@ -91,11 +150,9 @@ def test_selection_of_an_applied_recipe(applied_lookalike):
     target, state = applied_lookalike
     selection = select(target, state, [], [], (FIXTURE_RECIPES,))
     # the look-alike release has no RT-DETR, so apply wrote no rtdetr-toy.yaml
-    assert [(Path(y["path"]).name, y["kind"], y["source"]) for y in selection.yamls] == [
-        ("yolov8-toy.yaml", "detect", "toy")]
+    assert [(Path(y.path).name, y.source) for y in selection.yamls] == [("yolov8-toy.yaml", "toy")]
     assert selection.new_module_files == ["ultralytics.nn.modules.toy"]  # not the support module
-    assert selection.modules["ToyBackbone"] == {"role": "backbone", "channels": [16, 32, 64, 128],
-                                                "strides": [4, 8, 16, 32], "recipe": "toy"}
+    assert selection.modules["ToyBackbone"] == ModuleDeclaration("backbone", (16, 32, 64, 128), (4, 8, 16, 32), "toy")
 
 
 def test_selection_of_one_recipe_among_several(tmp_path, cli):
@@ -105,7 +162,7 @@ def test_selection_of_one_recipe_among_several(tmp_path, cli):
     target = targets.detect(root)
     state = manifest.load(target.root)
     selection = select(target, state, ["toy"], [], (FIXTURE_RECIPES, faulty))
-    assert [Path(y["path"]).name for y in selection.yamls] == ["yolov8-toy.yaml"] and selection.recipes == ["toy"]
+    assert [Path(y.path).name for y in selection.yamls] == ["yolov8-toy.yaml"] and selection.recipes == ["toy"]
     assert {"ToyBackbone", "LyingBackbone"} <= set(selection.modules)  # every applied recipe's modules
     assert selection.new_module_files == ["ultralytics.nn.modules.faulty", "ultralytics.nn.modules.toy"]
     with pytest.raises(RefusedError, match="nothing to verify: the selected recipes wrote no model YAML"):
@@ -118,15 +175,14 @@ def test_selection_yaml_only_skips_the_recipe_yamls(applied_lookalike, tmp_path)
     mine.write_text("nc: 1\n")
     detr.write_text("head:\n  - [[16, 19, 22], 1, RTDETRDecoder, [nc]]\n")
     selection = select(target, state, [], [mine, detr], (FIXTURE_RECIPES,))
-    assert [(y["path"], y["kind"], y["source"]) for y in selection.yamls] == [
-        (str(mine.resolve()), "detect", "--yaml"), (str(detr.resolve()), "rtdetr", "--yaml")]
+    assert selection.yamls == [ModelYaml(str(mine.resolve()), "--yaml"), ModelYaml(str(detr.resolve()), "--yaml")]
     assert selection.modules  # the applied recipes still say which layers are new
 
 
 def test_selection_unknown_recipe_folder_falls_back_to_written_yamls(applied_lookalike):
     target, state = applied_lookalike
     selection = select(target, state, [], [], ())  # toy's folder not given
-    assert [Path(y["path"]).name for y in selection.yamls] == ["yolov8-toy.yaml"]
+    assert [Path(y.path).name for y in selection.yamls] == ["yolov8-toy.yaml"]
     assert not selection.modules and any("not found" in n for n in selection.notes)
 
 
@@ -142,7 +198,7 @@ def test_pristine_copy_restores_originals_and_drops_created_files(applied_lookal
 
 
 FINGERPRINT = {"params": 3157200, "digest": "ab" * 32, "checksum": 12.5, "output_shape": [1, 84, 420]}
-ITEMS = [{"name": "yolov8n", "yaml": "ultralytics/cfg/models/v8/yolov8.yaml"}]
+ITEMS = [StockModel("yolov8n", "ultralytics/cfg/models/v8/yolov8.yaml", "n", "detect")]
 
 
 def test_stock_identical_passes():
@@ -197,17 +253,13 @@ def test_report_failures_name_model_and_step():
     assert "FAIL yolov8n-x · shapes: boom" in table and "FAIL stock:" in table
 
 
-def _load_runner_module(name):
-    spec = importlib.util.spec_from_file_location(f"_test_{name}", VERIFY_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _spec(root: Path, package: str, parser_module: str, hint: str = "") -> Spec:
+    return Spec(mode="verify", root=str(root), family="ultralytics", flavour="ultralytics", version="1.0",
+                package=package, parser_module=parser_module, import_hint=hint)
 
 
 def test_import_check_names_both_paths_when_another_copy_is_loaded(tmp_path):
-    imports = _load_runner_module("runner_imports")
-    check = imports.ImportCheck({"root": str(tmp_path), "package": "json", "parser_module": "json.decoder",
-                                 "flavour": "ultralytics"})
+    check = imports.ImportCheck(_spec(tmp_path, "json", "json.decoder", "pip install -e X or put it on PYTHONPATH"))
     with pytest.raises(RuntimeError) as failure:
         check.run()
     message = str(failure.value)
@@ -216,14 +268,12 @@ def test_import_check_names_both_paths_when_another_copy_is_loaded(tmp_path):
 
 
 def test_import_check_notes_a_shadowing_copy(tmp_path, monkeypatch):
-    imports = _load_runner_module("runner_imports")
     package = tmp_path / "yp_verify_probe_pkg"
     package.mkdir()
     (package / "__init__.py").write_text("__version__ = '1.0'\n")
     (package / "tasks.py").write_text("")
     monkeypatch.syspath_prepend(str(tmp_path))
-    check = imports.ImportCheck({"root": str(tmp_path), "package": "yp_verify_probe_pkg",
-                                 "parser_module": "yp_verify_probe_pkg.tasks", "flavour": "ultralytics"})
+    check = imports.ImportCheck(_spec(tmp_path, "yp_verify_probe_pkg", "yp_verify_probe_pkg.tasks"))
     try:
         assert check.run().startswith("yp_verify_probe_pkg 1.0 from")
     finally:

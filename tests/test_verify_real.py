@@ -74,8 +74,8 @@ def test_ultralytics_newest_toy_passes_every_step(cli, tmp_path):
                                                                   "rtdetr-l": STOCK_PARAMS["rtdetr-l"]}
     assert "import  passed" in err and "export  passed rtdetr-l-toy" in err  # progress streamed to stderr
     assert tree_snapshot(root) == before  # no __pycache__, runs/, settings or checkpoints in the checkout
+    # wall time is a benchmark figure (tests/benchmarks/bench_verify.py), not a test condition
     print(f"verify toy on ultralytics {upstream.NEWEST_ULTRALYTICS} with --export onnx: {elapsed:.1f}s")
-    assert elapsed < 60
 
 
 @pytest.mark.parametrize("layout", ["yolov5-pypi", "yolov5-upstream"])

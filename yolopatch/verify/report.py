@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from .protocol import FAILED, MODEL_STEPS, NOT_RUN, PASSED, SKIPPED, STEPS, TARGET_STEPS
+
+__all__ = ["SCHEMA", "STEPS", "MODEL_STEPS", "VerifyReport"]
+
 SCHEMA = "yolopatch-verify/1"
-STEPS = ("import", "names", "build", "shapes", "stock", "figures", "train", "reload", "export")
-TARGET_STEPS = ("import", "stock")
-MODEL_STEPS = ("names", "build", "shapes", "figures", "train", "reload", "export")
-STATUSES = ("passed", "failed", "skipped", "not-run")
-_CELL = {"passed": "ok", "failed": "FAIL", "skipped": "skip", "not-run": "-"}
+_CELL = {PASSED: "ok", FAILED: "FAIL", SKIPPED: "skip", NOT_RUN: "-"}
 
 
 @dataclass
@@ -28,11 +28,11 @@ class VerifyReport:
     @property
     def failures(self) -> list:
         found = [{"model": None, "step": step, "message": check["message"]}
-                 for step, check in self.checks.items() if check.get("status") == "failed"]
+                 for step, check in self.checks.items() if check.get("status") == FAILED]
         for model in self.models:
             for step in MODEL_STEPS:
                 entry = model["steps"].get(step, {})
-                if entry.get("status") == "failed":
+                if entry.get("status") == FAILED:
                     found.append({"model": model["name"], "step": step, "message": entry["message"]})
         return found
 

@@ -12,6 +12,7 @@ from ..edits.parser_file import SUPPORT_MODULE
 from ..errors import RefusedError, UsageError
 from ..manifest import State
 from ..targets import Target
+from .protocol import ModelYaml, ModuleDeclaration, StockModel, guess_task
 
 # Stock models compared with the pristine files: (name, candidate YAMLs relative to the package folder,
 # scale). The first candidate that exists is used.
@@ -24,8 +25,8 @@ _STOCK = {
 
 @dataclass
 class Selection:
-    yamls: list = field(default_factory=list)              # [{"path", "kind", "source"}]
-    modules: dict = field(default_factory=dict)            # class name -> {"role", "channels", "strides", "recipe"}
+    yamls: list = field(default_factory=list)              # protocol.ModelYaml
+    modules: dict = field(default_factory=dict)            # class name -> protocol.ModuleDeclaration
     new_module_files: list = field(default_factory=list)   # dotted names of module files the tool added
     recipes: list = field(default_factory=list)            # recipes whose YAMLs are verified
     notes: list = field(default_factory=list)
@@ -36,10 +37,9 @@ def package_dir(target: Target) -> str:
     return target.parser_file.split("/")[0] if target.flavour != "yolov5-upstream" else ""
 
 
-def model_kind(path: Path, target: Target) -> str:
-    if target.family == "ultralytics" and b"RTDETRDecoder" in path.read_bytes():
-        return "rtdetr"
-    return "detect"
+def model_task(path: Path) -> str:
+    """The orchestrator's guess of a YAML's task (the runner decides from the parsed YAML)."""
+    return guess_task(path.read_text(encoding="utf-8", errors="replace"))
 
 
 def stock_models(target: Target) -> list:
@@ -53,8 +53,8 @@ def stock_models(target: Target) -> list:
             rel = f"{base}/{candidate}" if base else candidate
             if (target.root / rel).is_file():
                 multi = rel.endswith("yolov8n.yaml") or target.family == "yolov5"
-                found.append({"name": name, "yaml": rel, "scale": None if multi else scale,
-                              "kind": "rtdetr" if name.startswith("rtdetr") else "detect"})
+                found.append(StockModel(name, rel, None if multi else scale,
+                                        "rtdetr" if name.startswith("rtdetr") else "detect"))
                 break
     return found
 
@@ -99,8 +99,8 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
     resolved = _resolve(applied, recipe_dirs, selection.notes)
     for recipe in resolved.values():
         for module in recipe.modules:
-            selection.modules[module.name] = {"role": module.role, "channels": list(module.channels),
-                                              "strides": list(module.strides), "recipe": recipe.name}
+            selection.modules[module.name] = ModuleDeclaration(module.role, tuple(module.channels),
+                                                               tuple(module.strides), recipe.name)
     if state is not None:
         selection.new_module_files = _module_files(target, state)
     chosen = list(dict.fromkeys(recipe_names)) or ([] if yaml_files else applied)
@@ -110,16 +110,16 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
             selection.notes.append(f"recipe {name} wrote no model YAML for {target.family}")
         for rel in rels:
             path = target.root / rel
-            selection.yamls.append({"path": str(path), "kind": model_kind(path, target), "source": name})
+            selection.yamls.append(ModelYaml(str(path), name))
     selection.recipes = chosen
-    seen = {y["path"] for y in selection.yamls}
+    seen = {y.path for y in selection.yamls}
     for file in yaml_files:
         path = Path(file).resolve()
         if not path.is_file():
             raise UsageError(f"--yaml {file}: no such file")
         if str(path) not in seen:
             seen.add(str(path))
-            selection.yamls.append({"path": str(path), "kind": model_kind(path, target), "source": "--yaml"})
+            selection.yamls.append(ModelYaml(str(path), "--yaml"))
     if not selection.yamls:
         if state is None:
             raise RefusedError(f"nothing to verify: no recipe is applied to {target.describe()} (no "

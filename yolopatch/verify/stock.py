@@ -4,9 +4,9 @@ from __future__ import annotations
 
 
 def _row(item: dict, patched: dict, pristine: dict) -> dict:
-    name = item["name"]
+    name = item.name
     p, q = patched.get(name) or {}, pristine.get(name) or {}
-    row = {"name": name, "yaml": item["yaml"], "params": p.get("params"), "pristine_params": q.get("params"),
+    row = {"name": name, "yaml": item.yaml, "params": p.get("params"), "pristine_params": q.get("params"),
            "status": "failed", "message": ""}
     if "error" in p or not p:
         row["message"] = f"{name}: the patched checkout cannot build it: {p.get('error', 'no result')}"

@@ -12,7 +12,8 @@ import os
 import socket
 import sys
 
-PROGRESS_PREFIX = "@yolopatch-verify "
+from ..protocol import PROGRESS_PREFIX
+
 _NETWORK_FAMILIES = tuple(f for f in (getattr(socket, "AF_INET", None), getattr(socket, "AF_INET6", None)) if f)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from runner_model import check_sizes, is_multi_output, seeded_input
-from runner_target import primary_tensor
+from .adapters import primary_tensor
+from .layers import check_sizes, is_multi_output, seeded_input
 
 
 class ShapeReport:
@@ -43,10 +43,10 @@ def _record_outputs(layers: list, head) -> tuple:
 def _check_recipe_declaration(new, yaml_args, report) -> None:
     """recipe.toml's channels/strides describe the module built with its default arguments."""
     declared = new.declared
-    if declared.get("role") != "backbone" or yaml_args:
+    if declared is None or declared.role != "backbone" or yaml_args:
         return
     layer = new.layer
-    want = (list(declared.get("channels") or []), list(declared.get("strides") or []))
+    want = (list(declared.channels), list(declared.strides))
     have = ([int(c) for c in layer.feature_channels], [int(s) for s in layer.feature_strides])
     if want != have:
         report.problems.append(f"{new.label}: recipe.toml declares channels {want[0]} strides {want[1]}, the module "

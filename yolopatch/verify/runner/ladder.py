@@ -15,18 +15,19 @@ from pathlib import Path
 
 import torch
 
-from runner_checkpoint import export_one, save_for_reload
-from runner_env import progress
-from runner_figures import gflops, parameter_count
-from runner_fresh import FreshInterpreter
-from runner_model import DeclaredChannels, new_modules
-from runner_shapes import check_shapes
-from runner_stock import fingerprints
-from runner_target import make_adapter
-from runner_train import StepFailure, train_step
+from ..protocol import FAILED, FIRST_SCALE_ONLY, MODEL_STEPS, NOT_RUN, PASSED, SKIPPED, StepFailure, model_record, \
+    step_record
+from .adapters import make_adapter
+from .checkpoint import export_one, save_for_reload
+from .env import progress
+from .figures import gflops, parameter_count
+from .fingerprints import fingerprints
+from .fresh import FreshInterpreter
+from .layers import DeclaredChannels, new_modules
+from .shapes import check_shapes
+from .train import train_step
 
-MODEL_STEPS = ("names", "build", "shapes", "figures", "train", "reload", "export")
-FIRST_SCALE_ONLY = ("train", "reload", "export")
+PENDING = "pending"   # inside the runner only: a step not yet run
 _TORCH_DIR = os.path.dirname(torch.__file__)
 
 
@@ -55,45 +56,41 @@ def model_name(stem: str, scale) -> str:
 
 
 class ModelRun:
-    def __init__(self, yaml: dict, scale, first_scale, spec: dict):
-        stem = Path(yaml["path"]).stem
-        self.record = {"name": model_name(stem, scale), "yaml": yaml["path"], "scale": scale,
-                       "kind": yaml.get("kind", "detect"), "source": yaml.get("source", ""),
-                       "params": None, "gflops": None, "strides": None, "output_shapes": None,
-                       "new_modules": [], "steps": {}}
+    def __init__(self, yaml, kind: str, scale, first_scale, spec):
+        self.record = model_record(model_name(Path(yaml.path).stem, scale), yaml.path, scale, kind, yaml.source)
         self.d = None
-        wanted, reasons = set(spec["steps"]), spec.get("reasons") or {}
+        wanted, reasons = set(spec.steps), spec.reasons
         for step in MODEL_STEPS:
             if step not in wanted:
-                self._set(step, "not-run", reasons.get(step, "not requested"))
+                self._set(step, NOT_RUN, reasons.get(step, "not requested"))
             elif step in FIRST_SCALE_ONLY and scale != first_scale:
-                self._set(step, "not-run", f"runs at the first scale ({first_scale}) of this YAML only")
+                self._set(step, NOT_RUN, f"runs at the first scale ({first_scale}) of this YAML only")
             else:
-                self._set(step, "pending", "")
+                self._set(step, PENDING, "")
 
     @property
     def name(self) -> str:
         return self.record["name"]
 
     def _set(self, step: str, status: str, message: str, seconds: float = 0.0) -> None:
-        self.record["steps"][step] = {"status": status, "message": message, "seconds": round(seconds, 2)}
+        self.record["steps"][step] = step_record(status, message, seconds)
 
     def pending(self, step: str) -> bool:
-        return self.record["steps"][step]["status"] == "pending"
+        return self.record["steps"][step]["status"] == PENDING
 
     def failed(self, step: str) -> bool:
-        return self.record["steps"][step]["status"] == "failed"
+        return self.record["steps"][step]["status"] == FAILED
 
     def finish(self, step: str, status: str, message: str, seconds: float = 0.0) -> None:
         self._set(step, status, message, seconds)
         progress(f"{step:<7} {status:<6} {self.name}: {message} ({seconds:.1f}s)")
-        if status == "failed":
+        if status == FAILED:
             self.skip_rest(f"{step} failed")
 
     def skip_rest(self, reason: str) -> None:
         for step in MODEL_STEPS:
             if self.pending(step):
-                self._set(step, "skipped", reason)
+                self._set(step, SKIPPED, reason)
 
     def attempt(self, step: str, action) -> None:
         """Run a pending step: passed with the message it returns, failed with the fault it raises."""
@@ -101,48 +98,50 @@ class ModelRun:
             return
         start = time.perf_counter()
         try:
-            status, message = "passed", action() or ""
+            status, message = PASSED, action() or ""
         except StepFailure as exc:
-            status, message = "failed", str(exc)
+            status, message = FAILED, str(exc)
         except Exception as exc:
-            status, message = "failed", describe(exc)
+            status, message = FAILED, describe(exc)
         self.finish(step, status, message, time.perf_counter() - start)
 
 
 class Ladder:
-    def __init__(self, spec: dict, runner_path: Path):
+    def __init__(self, spec, entry: Path):
         self.spec = spec
-        self.runner_path = runner_path
-        self.work = Path(spec["work_dir"])
+        self.entry = entry
+        self.work = Path(spec.work_dir)
         self.adapter = make_adapter(spec)
         self.runs: list = []
         self.saved: dict = {}   # model name -> checkpoint and reference paths
 
     # step 2 ------------------------------------------------------------------------------------------
     def names(self) -> None:
-        for yaml in self.spec["yamls"]:
+        for yaml in self.spec.yamls:
             start = time.perf_counter()
+            kind = "detect"
             try:
-                d = self.adapter.load_yaml(Path(yaml["path"]))
+                d = self.adapter.load_yaml(Path(yaml.path))
+                kind = self.adapter.task(d)
                 unknown = [f"{row[2]} ({section} row {k})" for section in ("backbone", "head")
                            for k, row in enumerate(d.get(section) or [])
                            if isinstance(row, (list, tuple)) and len(row) == 4 and not self.adapter.resolves(row[2])]
                 scales = self.adapter.scales(d)
-                if self.spec.get("one_scale"):
+                if self.spec.one_scale:
                     scales = scales[:1]
                 failure = "unknown module names: " + ", ".join(unknown) if unknown else None
             except Exception as exc:
                 d, scales, failure = None, [None], f"cannot read the YAML: {describe(exc)}"
             for scale in scales:
-                run = ModelRun(yaml, scale, scales[0], self.spec)
+                run = ModelRun(yaml, kind, scale, scales[0], self.spec)
                 run.d = d
                 self.runs.append(run)
                 seconds = time.perf_counter() - start
                 if failure:
-                    run.finish("names", "failed", failure, seconds)
+                    run.finish("names", FAILED, failure, seconds)
                 else:
                     count = len(self.adapter.rows(d))
-                    run.finish("names", "passed", f"{count} rows, every module name resolves", seconds)
+                    run.finish("names", PASSED, f"{count} rows, every module name resolves", seconds)
 
     # steps 3, 4, 6, 7 and the saving half of 8 ---------------------------------------------------------
     def climb(self, run: ModelRun, position: int) -> None:
@@ -198,9 +197,9 @@ class Ladder:
             self.saved[run.name] = save_for_reload(self.adapter, state["model"], state["news"], stem,
                                                    self.work / "checkpoints")
         except StepFailure as exc:
-            run.finish("reload", "failed", str(exc), time.perf_counter() - start)
+            run.finish("reload", FAILED, str(exc), time.perf_counter() - start)
         except Exception as exc:
-            run.finish("reload", "failed", f"saving the checkpoint failed: {describe(exc)}", time.perf_counter() - start)
+            run.finish("reload", FAILED, f"saving the checkpoint failed: {describe(exc)}", time.perf_counter() - start)
 
     # step 8: one fresh interpreter loads every checkpoint -----------------------------------------------
     def reload(self, fresh) -> dict:
@@ -208,13 +207,11 @@ class Ladder:
         runs = [r for r in self.runs if r.pending("reload") and r.name in self.saved]
         start = time.perf_counter()
         returned, code = fresh.run([{"name": r.name, "kind": r.record["kind"], **self.saved[r.name]} for r in runs])
-        results = returned.get("reload") or {}
         for run in runs:
-            outcome = results.get(run.name) or {
-                "status": "failed", "seconds": time.perf_counter() - start,
-                "message": f"the fresh interpreter exited with code {code} before reporting"}
+            outcome = returned.reload.get(run.name) or step_record(
+                FAILED, f"the fresh interpreter exited with code {code} before reporting", time.perf_counter() - start)
             run.finish("reload", outcome["status"], outcome["message"], outcome.get("seconds", 0.0))
-        return returned.get("stock") or {}
+        return returned.stock
 
     # step 9 --------------------------------------------------------------------------------------------
     def export(self) -> None:
@@ -222,10 +219,11 @@ class Ladder:
             if run.name in self.saved:
                 run.attempt("export", lambda: export_one(self.adapter, self.saved[run.name], run.record["kind"]))
 
-    def run(self) -> dict:
-        steps = self.spec["steps"]
-        stock_items = (self.spec.get("stock") or []) if "stock" in steps else []
-        fresh = FreshInterpreter(self.spec, self.runner_path, self.work, stock_items) if "reload" in steps else None
+    def run(self) -> tuple:
+        """(stock fingerprints of the checkout, model records)."""
+        steps = self.spec.steps
+        stock_items = self.spec.stock if "stock" in steps else ()
+        fresh = FreshInterpreter(self.spec, self.entry, self.work, stock_items) if "reload" in steps else None
         stock = {}
         try:
             self.names()
@@ -242,4 +240,4 @@ class Ladder:
         self.export()
         for run in self.runs:
             run.skip_rest("not reached")
-        return {"stock": stock, "models": [r.record for r in self.runs]}
+        return stock, [r.record for r in self.runs]

@@ -4,7 +4,7 @@ every row, and the input sizes the checks use."""
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -21,7 +21,7 @@ class NewModule:
     position: int          # index in model.model (= YAML row order)
     index: int             # the layer's m.i (row number after multi-output backbones)
     layer: torch.nn.Module
-    declared: dict = field(default_factory=dict)  # the recipe's declaration (role, channels, strides)
+    declared: object = None  # the recipe's declaration (protocol.ModuleDeclaration), None if unknown
 
     @property
     def name(self) -> str:
@@ -36,10 +36,10 @@ def is_multi_output(layer) -> bool:
     return hasattr(layer, "feature_strides") and hasattr(layer, "feature_channels")
 
 
-def new_modules(model, spec: dict) -> list:
-    declared = spec.get("modules") or {}
-    files = set(spec.get("new_module_files") or [])
-    stock = _STOCK_MODULE_FILES[spec["family"]]
+def new_modules(model, spec) -> list:
+    declared = spec.modules
+    files = set(spec.new_module_files)
+    stock = _STOCK_MODULE_FILES[spec.family]
     found = []
     for position, layer in enumerate(model.model):
         cls = type(layer)
@@ -49,7 +49,7 @@ def new_modules(model, spec: dict) -> list:
         else:
             new = not module.startswith(("torch.", "torchvision.")) and module.rsplit(".", 1)[-1] not in stock
         if new:
-            found.append(NewModule(position, int(getattr(layer, "i", position)), layer, declared.get(cls.__name__, {})))
+            found.append(NewModule(position, int(getattr(layer, "i", position)), layer, declared.get(cls.__name__)))
     return found
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from ..protocol import task_of_head
+
 # YOLOv5's hyp.scratch-low.yaml values the loss reads, used only when a checkout lacks the file.
 _YOLOV5_HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "iou_t": 0.2,
                "anchor_t": 4.0, "fl_gamma": 0.0, "label_smoothing": 0.0}
@@ -70,11 +72,11 @@ def torchscript_onnx_exporter():
 class Adapter:
     family = ""
 
-    def __init__(self, spec: dict):
+    def __init__(self, spec):
         self.spec = spec
-        self.root = Path(spec["root"])
-        self.prefix = spec.get("package_prefix", "")
-        self.parser = importlib.import_module(spec["parser_module"])
+        self.root = Path(spec.root)
+        self.prefix = spec.package_prefix
+        self.parser = importlib.import_module(spec.parser_module)
 
     # names ---------------------------------------------------------------------------------------
     def resolves(self, name) -> bool:
@@ -105,6 +107,11 @@ class Adapter:
     @staticmethod
     def rows(d: dict) -> list:
         return list(d.get("backbone") or []) + list(d.get("head") or [])
+
+    def task(self, d: dict) -> str:
+        """The task of a model YAML: its last row's head module (protocol.HEAD_TASKS)."""
+        rows = [row for row in self.rows(d) if isinstance(row, (list, tuple)) and len(row) == 4]
+        return (task_of_head(rows[-1][2]) if rows else None) or "detect"
 
     # hooks for subclasses --------------------------------------------------------------------------
     def load_yaml(self, path: Path) -> dict:
@@ -209,10 +216,10 @@ class Yolov5(Adapter):
 
     def _hyp(self) -> dict:
         hyp = dict(_YOLOV5_HYP)
-        if self.spec.get("hyp_file"):
+        if self.spec.hyp_file:
             import yaml
 
-            with open(self.spec["hyp_file"], encoding="utf-8", errors="ignore") as f:
+            with open(self.spec.hyp_file, encoding="utf-8", errors="ignore") as f:
                 hyp.update(yaml.safe_load(f) or {})
         return hyp
 
@@ -280,5 +287,5 @@ class Yolov5(Adapter):
         return path
 
 
-def make_adapter(spec: dict) -> Adapter:
-    return {"ultralytics": Ultralytics, "yolov5": Yolov5}[spec["family"]](spec)
+def make_adapter(spec) -> Adapter:
+    return {"ultralytics": Ultralytics, "yolov5": Yolov5}[spec.family](spec)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import torch
 
-from runner_model import seeded_input, train_size
-from runner_target import primary_tensor
-from runner_train import StepFailure
+from ..protocol import StepFailure
+from .adapters import primary_tensor
+from .layers import seeded_input, train_size
 
 
 def _unpicklable(news: list) -> list:

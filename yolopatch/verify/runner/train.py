@@ -6,15 +6,12 @@ import math
 
 import torch
 
-from runner_model import seeded_input, train_size
+from ..protocol import StepFailure
+from .layers import seeded_input, train_size
 
 # (image index, class, cx, cy, w, h), normalised: two boxes per image of a batch of two
 _BOXES = [(0, 0, 0.30, 0.35, 0.20, 0.30), (0, 1, 0.70, 0.60, 0.30, 0.25),
           (1, 2, 0.50, 0.50, 0.40, 0.40), (1, 0, 0.25, 0.70, 0.15, 0.20)]
-
-
-class StepFailure(Exception):
-    """A check found a fault; the message names it."""
 
 
 def synthetic_batch(model) -> tuple:
