@@ -590,3 +590,12 @@ def test_failing_rows_are_named_with_what_they_received():
     message = trace.explain(failure.value, describe)
     assert message.startswith("row 2 (Concat, from [-1, 0] = rows 1, 0) received [[1, 3, 8, 8], [1, 3, 4, 4]]: "
                               "RuntimeError: Sizes of tensors must match"), message
+
+
+def test_stock_models_both_copies_fail_to_build_the_same_way_is_the_environment():
+    error = {"error": "AttributeError: module 'numpy' has no attribute 'trapz'"}
+    check = stock.compare(ITEMS, {"yolov8n": dict(error)}, {"yolov8n": dict(error)})
+    assert check["status"] == "failed" and check["cause"]["origin"] == "environment"
+    assert check["cause"]["name"] == "numpy-trapz" and "environment" not in check["models"][0]
+    differently = stock.compare(ITEMS, {"yolov8n": dict(error)}, {"yolov8n": FINGERPRINT})
+    assert "cause" not in differently and differently["message"].startswith("yolov8n: the patched checkout cannot")

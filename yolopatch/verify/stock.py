@@ -41,9 +41,11 @@ def compare(items: list, patched: dict, pristine: dict, pristine_problem: str = 
     if failed:
         message = "; ".join(r["message"] for r in failed)
         check = {"status": "failed", "message": message, "models": rows}
-        if all(r.get("environment") for r in failed):
+        if all(r.pop("environment", False) for r in list(failed)):
             check["cause"] = cause_record(ENVIRONMENT, "the pristine files fail to build the stock models the same "
                                                        "way", message)
+        for row in rows:
+            row.pop("environment", None)   # internal: not part of the report
         return check
     names = ", ".join(r["name"] for r in rows)
     return {"status": "passed", "message": f"{names}: same parameters and bit-identical outputs as the pristine files",
