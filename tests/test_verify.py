@@ -414,6 +414,7 @@ WEIGHTS_ONLY = ("the end of training (the target's strip_optimizer on the saved 
     ("AttributeError: 'FreeTypeFont' object has no attribute 'getsize'", "pillow-getsize"),
     ("ModuleNotFoundError: No module named 'pkg_resources'", "setuptools-pkg-resources"),
     ("ModuleNotFoundError: No module named 'huggingface_hub.utils._errors'", "huggingface-hub-too-new"),
+    ("URLError: <urlopen error network access is disabled while yolopatch verify runs>", "network-needed"),
     ("RuntimeError: Sizes of tensors must match except in dimension 1", None),
 ])
 def test_known_environment_causes_are_recognised(message, name):

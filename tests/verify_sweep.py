@@ -94,7 +94,7 @@ def print_release(result: dict) -> None:
     if "error" in result:
         print(f"   apply failed: {result['error']}")
         return
-    for m in result["models"]:
+    for m in sorted(result["models"], key=lambda m: Path(m["yaml"]).name):
         cells = " ".join(f"{CELL.get(m['steps'][s]['status'], '?'):<4}" for s in STEPS)
         seconds = sum(entry["seconds"] for entry in m["steps"].values())
         params = f"{m['params']:,}" if m.get("params") is not None else "-"

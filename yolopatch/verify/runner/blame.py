@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..protocol import FAILED, MODEL_STEPS, ModelYaml
-from .causes import ENVIRONMENT, PATCH, cause_record, recognise, same_failure
+from .causes import ENVIRONMENT, NETWORK_BLOCKED, PATCH, cause_record, recognise, same_failure
 from .env import progress
 
 # Steps a stock model cannot fail in a way that tells anything about the environment: names are resolved
@@ -47,6 +47,8 @@ def _stock_runs(ladder, wanted: dict) -> dict:
 
 def _verdict(run, step: str, stock_run) -> dict:
     message = run.record["steps"][step]["message"]
+    if NETWORK_BLOCKED in message:   # verify's own environment: the user's run would download the file
+        return cause_record(ENVIRONMENT, "the step needs the network, which verify turns off", message)
     if stock_run is None:
         return cause_record(PATCH, "no stock model of this task to compare with in this release", message)
     entry = stock_run.record["steps"][step]

@@ -22,7 +22,14 @@ class KnownCause:
     fix: str          # what the user does
 
 
+NETWORK_BLOCKED = "network access is disabled while yolopatch verify runs"   # env.NetworkDisabled's message
+
 KNOWN = (
+    KnownCause("network-needed", re.escape(NETWORK_BLOCKED),
+               "the target downloads a file for this step (pretrained weights of a TorchVision backbone, a font, a "
+               "text encoder) and verify runs without network",
+               "download the file once where the target caches it (for TorchVision weights: run the model once with "
+               "network, or put the file in $TORCH_HOME/hub/checkpoints) and run verify again"),
     KnownCause("torch-weights-only", r"Weights only load failed|weights_only=True",
                "torch >= 2.6 loads checkpoints with weights_only=True unless told otherwise, and this release of the "
                "target calls torch.load without weights_only=False, so the checkpoints it writes (which pickle the "
