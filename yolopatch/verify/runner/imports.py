@@ -49,16 +49,15 @@ def _without_first(paths: list, root: Path) -> list:
 
 
 class ImportCheck:
-    def __init__(self, spec: dict):
+    def __init__(self, spec):
         self.spec = spec
-        self.root = Path(os.path.realpath(spec["root"]))
-        self.package = spec["package"]
+        self.root = Path(os.path.realpath(spec.root))
+        self.package = spec.package
         self.notes: list = []
 
     def fix_hint(self) -> str:
-        if self.spec.get("flavour") == "yolov5-upstream":
-            return f"run the scripts from {self.root}, or put it first on PYTHONPATH"
-        return f"install the checkout in editable mode (pip install -e {self.root}) or put {self.root} first on PYTHONPATH"
+        """The one line that makes Python import this checkout (computed by the orchestrator: run_hint)."""
+        return self.spec.import_hint or f"put {self.root} first on PYTHONPATH"
 
     def run(self) -> str:
         """Message on success; raises RuntimeError with the reason on failure."""
@@ -67,20 +66,20 @@ class ImportCheck:
             raise RuntimeError(f"`import {self.package}` in {sys.executable} loads {origin or 'nothing'}, not the "
                                f"checkout at {self.root}, even with the checkout first on PYTHONPATH; "
                                f"{self.fix_hint()}")
-        if self.spec.get("shadow_check", True):
+        if self.spec.shadow_check:
             plain = _located(self.package, _without_first(sys.path, self.root))
             if plain is None or not _inside(plain, self.root):
                 self.notes.append(f"without PYTHONPATH, `import {self.package}` in {sys.executable} loads "
                                   f"{plain or 'nothing'} instead of this checkout ({origin}): your own runs would not "
                                   f"use the patched code; {self.fix_hint()}")
         try:
-            parser = importlib.import_module(self.spec["parser_module"])
+            parser = importlib.import_module(self.spec.parser_module)
         except Exception as exc:
-            raise RuntimeError(f"importing {self.spec['parser_module']} from the checkout failed: "
+            raise RuntimeError(f"importing {self.spec.parser_module} from the checkout failed: "
                                f"{type(exc).__name__}: {exc}; install the target's requirements into "
                                f"{sys.executable}") from None
         if not _inside(getattr(parser, "__file__", "") or "", self.root):
-            raise RuntimeError(f"{self.spec['parser_module']} was loaded from {parser.__file__}, not from the checkout "
+            raise RuntimeError(f"{self.spec.parser_module} was loaded from {parser.__file__}, not from the checkout "
                                f"at {self.root}; {self.fix_hint()}")
         top = sys.modules.get(self.package)
         version = getattr(top, "__version__", "") if top is not None else ""

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from runner_figures import parameter_count
-from runner_target import primary_tensor
+from .adapters import primary_tensor
+from .figures import parameter_count
 
 STOCK_INPUT = (128, 160)
 
@@ -26,14 +26,14 @@ def _tensors(output):
             yield from _tensors(item)
 
 
-def fingerprint(adapter, item: dict, root: Path) -> dict:
+def fingerprint(adapter, item, root: Path) -> dict:
     # One thread in both processes: the reduction order, and so every output bit, is then the same.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        d = adapter.load_yaml(root / item["yaml"])
+        d = adapter.load_yaml(root / item.yaml)
         torch.manual_seed(0)
-        model = adapter.build(d, item.get("scale"), item.get("kind", "detect")).eval()
+        model = adapter.build(d, item.scale, item.task).eval()
         generator = torch.Generator().manual_seed(1)
         x = torch.rand(1, 3, *STOCK_INPUT, generator=generator)
         with torch.no_grad():
@@ -52,6 +52,6 @@ def fingerprint(adapter, item: dict, root: Path) -> dict:
         torch.set_num_threads(threads)
 
 
-def fingerprints(adapter, spec: dict) -> dict:
-    root = Path(spec["root"])
-    return {item["name"]: fingerprint(adapter, item, root) for item in spec.get("stock") or []}
+def fingerprints(adapter, spec) -> dict:
+    root = Path(spec.root)
+    return {item.name: fingerprint(adapter, item, root) for item in spec.stock}

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from runner_checkpoint import reload_one
-from runner_train import StepFailure
+from ..protocol import FAILED, PASSED, RunnerOutput, StepFailure, step_record
+from .checkpoint import reload_one
 
 _POLL = 0.05
 
@@ -25,15 +25,13 @@ def _describe(exc: BaseException) -> str:
 class FreshInterpreter:
     """The parent's handle: start() at once, run(items) when the checkpoints are saved."""
 
-    def __init__(self, spec: dict, runner_path: Path, work: Path, stock: list):
-        self.items_file, self.result_file = work / "reload-items.json", work / "reload-result.json"
-        child = {key: spec.get(key) for key in ("family", "flavour", "root", "package", "parser_module",
-                                                "package_prefix", "hyp_file")}
-        child.update(mode="reload", items_file=str(self.items_file), result=str(self.result_file), stock=stock,
-                     shadow_check=False, parent_pid=os.getpid())
-        spec_path = work / "reload-spec.json"
-        spec_path.write_text(json.dumps(child), encoding="utf-8")
-        self.proc = subprocess.Popen([sys.executable, str(runner_path), str(spec_path)], cwd=os.getcwd(),
+    def __init__(self, spec, entry: Path, work: Path, stock: tuple, tag=0):
+        self.items_file, self.result_file = work / f"reload-{tag}-items.json", work / f"reload-{tag}-result.json"
+        child = spec.but(mode="reload", items_file=str(self.items_file), result=str(self.result_file), stock=stock,
+                         yamls=(), shadow_check=False, parent_pid=os.getpid())
+        spec_path = work / f"reload-{tag}-spec.json"
+        spec_path.write_text(child.to_json(), encoding="utf-8")
+        self.proc = subprocess.Popen([sys.executable, str(entry), str(spec_path)], cwd=os.getcwd(),
                                      stdin=subprocess.DEVNULL)
 
     def _release(self, items: list) -> None:
@@ -42,26 +40,27 @@ class FreshInterpreter:
         os.replace(tmp, self.items_file)
 
     def run(self, items: list, timeout: float = 1200.0) -> tuple:
-        """({"stock": fingerprints, "reload": results by model name}, exit code)."""
+        """(the child's RunnerOutput: stock fingerprints and reload results by model name, exit code)."""
         self._release(items)
         try:
             code = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             code = self.proc.wait()
-        results = json.loads(self.result_file.read_text(encoding="utf-8")) if self.result_file.exists() else {}
-        return results, code
+        if not self.result_file.exists():
+            return RunnerOutput(), code
+        return RunnerOutput.from_json(self.result_file.read_text(encoding="utf-8")), code
 
     def cancel(self) -> None:
         if self.proc.poll() is None and not self.items_file.exists():
             self.run([])
 
 
-def wait_for_items(spec: dict) -> list:
+def wait_for_items(spec) -> list:
     """In the child: the checkpoints to load, once the parent has saved them ([] if it went away)."""
-    path = Path(spec["items_file"])
+    path = Path(spec.items_file)
     while not path.exists():
-        if os.getppid() != spec.get("parent_pid", os.getppid()):
+        if spec.parent_pid and os.getppid() != spec.parent_pid:
             return []
         time.sleep(_POLL)
     return json.loads(path.read_text(encoding="utf-8"))
@@ -72,10 +71,10 @@ def reload_mode(adapter, items: list) -> dict:
     for item in items:
         start = time.perf_counter()
         try:
-            status, message = "passed", reload_one(adapter, item, item.get("kind", "detect"))
+            status, message = PASSED, reload_one(adapter, item, item.get("kind", "detect"))
         except StepFailure as exc:
-            status, message = "failed", str(exc)
+            status, message = FAILED, str(exc)
         except Exception as exc:
-            status, message = "failed", f"loading with the target's loader failed: {_describe(exc)}"
-        results[item["name"]] = {"status": status, "message": message, "seconds": round(time.perf_counter() - start, 2)}
+            status, message = FAILED, f"loading with the target's loader failed: {_describe(exc)}"
+        results[item["name"]] = step_record(status, message, time.perf_counter() - start)
     return results

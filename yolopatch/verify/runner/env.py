@@ -12,7 +12,9 @@ import os
 import socket
 import sys
 
-PROGRESS_PREFIX = "@yolopatch-verify "
+from ..protocol import PROGRESS_PREFIX
+from .causes import NETWORK_BLOCKED
+
 _NETWORK_FAMILIES = tuple(f for f in (getattr(socket, "AF_INET", None), getattr(socket, "AF_INET6", None)) if f)
 
 
@@ -21,7 +23,7 @@ class NetworkDisabled(OSError):
 
 
 def _refuse(*_args, **_kwargs):
-    raise NetworkDisabled("network access is disabled while yolopatch verify runs")
+    raise NetworkDisabled(NETWORK_BLOCKED)
 
 
 def block_network() -> None:
