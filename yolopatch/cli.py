@@ -237,11 +237,13 @@ def demo(recipe: str, keep: Path | None) -> None:
 @click.option("--python", "python", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The target's interpreter (default: the one running yolopatch).")
 @click.option("--one-scale", is_flag=True, help="Only the first scale each YAML declares (faster).")
+@click.option("--fit", is_flag=True, help="Also train one epoch with the target's own trainer on a small synthetic "
+                                         "dataset, then predict with best.pt in a fresh interpreter.")
 @click.option("--locked", is_flag=True, help="Also fail when parameters, GFLOPs (> 0.1) or strides differ from "
                                             "yolopatch.lock.")
 @click.pass_obj
 def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool, export, python, one_scale: bool,
-           locked: bool) -> None:
+           fit: bool, locked: bool) -> None:
     """Prove the patched checkout imports, builds, trains a step, reloads and exports (exit 4 on a failure)."""
     from .errors import VerifyError
     from .verify import lock_mismatches, run_verify  # lazily: the verify side stays out of every other command
@@ -252,7 +254,7 @@ def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool
 
         pinned = lockfile.read(targets.detect(repo).root).models
     report = run_verify(repo, recipe_names, yaml_files, quick=quick, export=export, python=python,
-                        recipe_dirs=obj["recipe_dirs"], progress=_say, one_scale=one_scale)
+                        recipe_dirs=obj["recipe_dirs"], progress=_say, one_scale=one_scale, fit=fit)
     click.echo(report.to_json() if as_json else report.table())
     if not report.passed:
         raise VerifyError(report.failure_summary())

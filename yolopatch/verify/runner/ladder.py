@@ -18,10 +18,13 @@ import torch
 from ..protocol import FAILED, FIRST_SCALE_ONLY, MODEL_STEPS, NOT_RUN, PASSED, SKIPPED, StepFailure, model_record, \
     step_record
 from .adapters import make_adapter
+from .amp import amp_step
 from .checkpoint import export_one, save_for_reload
 from .env import progress
 from .figures import gflops, parameter_count
+from .fit import Fitter
 from .fingerprints import fingerprints
+from .fuse import fuse_step
 from .fresh import FreshInterpreter
 from .layers import DeclaredChannels, new_modules
 from .shapes import check_shapes
@@ -186,6 +189,9 @@ class Ladder:
                     return
             if run.pending("reload"):
                 self._save(run, state, position)
+            # after the reload checkpoint is saved: amp leaves BatchNorm statistics moved, fuse folds the model
+            run.attempt("amp", lambda: amp_step(self.adapter, state["model"], state["news"]))
+            run.attempt("fuse", lambda: fuse_step(state["model"], state["news"], run.record["kind"]))
         finally:
             state.clear()
             gc.collect()
@@ -219,6 +225,14 @@ class Ladder:
             if run.name in self.saved:
                 run.attempt("export", lambda: export_one(self.adapter, self.saved[run.name], run.record["kind"]))
 
+    # --fit: the target's own trainer, one model at a time ---------------------------------------------------
+    def fit(self) -> None:
+        fitter = Fitter(self.spec, self.entry, self.work)
+        for position, run in enumerate(self.runs):
+            if run.pending("fit"):
+                progress(f"fit     {run.name}: training one epoch with the target's trainer ...")
+                run.attempt("fit", lambda: fitter.fit(run, position))
+
     def run(self) -> tuple:
         """(stock fingerprints of the checkout, model records)."""
         steps = self.spec.steps
@@ -238,6 +252,7 @@ class Ladder:
             if fresh is not None:
                 fresh.cancel()
         self.export()
+        self.fit()
         for run in self.runs:
             run.skip_rest("not reached")
         return stock, [r.record for r in self.runs]
