@@ -18,6 +18,7 @@ from typing import Callable
 from .. import manifest, targets
 from ..engine import edited_files
 from ..errors import RefusedError, UsageError
+from ..ddp import worker_note
 from ..run_hint import import_hint
 from . import stock
 from .process import Runner, runner_env
@@ -75,8 +76,8 @@ def _base_spec(target, selection: Selection, steps: list, reasons: dict, one_sca
                 break
     return Spec(mode="verify", root=str(target.root), family=target.family, flavour=target.flavour,
                 version=target.version, package=parser_module.split(".")[0], parser_module=parser_module,
-                package_prefix=prefix, import_hint=import_hint(target), hyp_file=hyp, steps=tuple(steps),
-                reasons=dict(reasons), yamls=tuple(selection.yamls), modules=dict(selection.modules),
+                package_prefix=prefix, import_hint=import_hint(target), ddp_note=worker_note(target), hyp_file=hyp,
+                steps=tuple(steps), reasons=dict(reasons), yamls=tuple(selection.yamls), modules=dict(selection.modules),
                 new_module_files=tuple(selection.new_module_files),
                 shadow_check=target.flavour != "yolov5-upstream", one_scale=one_scale)
 

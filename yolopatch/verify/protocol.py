@@ -121,6 +121,7 @@ class Spec:
     parser_module: str               # ultralytics.nn.tasks | yolov5.models.yolo | models.yolo
     package_prefix: str = ""         # "yolov5." for the PyPI layout
     import_hint: str = ""            # the one line that makes Python import this checkout (run_hint)
+    ddp_note: str = ""               # why multi-GPU workers would import another copy (ddp.worker_note), or ""
     hyp_file: str | None = None      # YOLOv5 hyperparameters (hyp.scratch-low.yaml)
     steps: tuple = ()
     reasons: dict = field(default_factory=dict)     # step -> why it is not run

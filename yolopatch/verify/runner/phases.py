@@ -22,6 +22,7 @@ class Phases:
         self.base = start          # the phase between wrapped calls
         self.stack: list = []      # phases of the wrapped calls now running, innermost last
         self.failed_in = None      # the phase an exception left, until a wrapped call returns normally
+        self.failure = None        # that exception
         self._undo: list = []
 
     @property
@@ -44,13 +45,13 @@ class Phases:
             tracker.stack.append(phase() if callable(phase) else phase)
             try:
                 result = function(*args, **kwargs)
-            except BaseException:
-                if tracker.failed_in is None:
-                    tracker.failed_in = tracker.current
+            except BaseException as exc:
+                if tracker.failure is not exc:   # the first wrapper it leaves is the innermost
+                    tracker.failure, tracker.failed_in = exc, tracker.current
                 raise
             finally:
                 tracker.stack.pop()
-            tracker.failed_in = None   # an exception inside was handled by the target itself
+            tracker.failure = tracker.failed_in = None   # an exception inside was handled by the target itself
             if then is not None:
                 tracker.base = then
             return result
