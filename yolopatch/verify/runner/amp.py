@@ -1,7 +1,7 @@
 """Step `amp`: the model in mixed and in low precision, as the trainers and validators run it on a GPU.
 
-1. The train step under torch.autocast (float16 on CUDA, bfloat16 on the CPU): the loss must be finite and
-   gradients must reach every parameter of every new module.
+1. The train step under torch.autocast (float16 on CUDA, bfloat16 on the CPU), on the first image of its
+   synthetic batch: the loss must be finite and gradients must reach every parameter of every new module.
 2. A forward of the model converted to that precision (ultralytics and YOLOv5 validate with
    `model.half()` on a GPU): it must run and give finite outputs. A module that creates a float32 tensor or
    buffer inside forward (torch.zeros(...) without a dtype, `.float()`, a float32 attribute that is not a
@@ -97,12 +97,39 @@ class DtypeTrace:
             handle.remove()
 
 
+def first_image(imgs, labels):
+    """The train step's synthetic batch cut to its first image (low-precision kernels on a CPU without native
+    support are an order of magnitude slower than float32; one image checks the same code). Labels are a
+    (rows, 6) tensor whose first column is the image index, or a dict of tensors: per-object ones as long
+    as its `batch_idx`, per-image ones as long as the batch."""
+    batch = imgs.shape[0]
+    if isinstance(labels, torch.Tensor):
+        return imgs[:1], labels[labels[:, 0] == 0]
+    index = labels.get("batch_idx")
+    objects = None if index is None else index == 0
+    cut = {}
+    for key, value in labels.items():
+        if isinstance(value, torch.Tensor) and objects is not None and value.dim() and value.shape[0] == len(index):
+            cut[key] = value[objects]
+        elif isinstance(value, torch.Tensor) and value.dim() and value.shape[0] == batch:
+            cut[key] = value[:1]
+        else:
+            cut[key] = value
+    return imgs[:1], cut
+
+
+def _to(labels, device):
+    if isinstance(labels, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in labels.items()}
+    return labels.to(device)
+
+
 def _autocast_backward(adapter, model, news: list, device: str, dtype) -> float:
     model.train()
     model.zero_grad(set_to_none=True)
-    imgs, labels = synthetic_batch(model)
+    imgs, labels = first_image(*synthetic_batch(model))
     with torch.autocast(device_type=device, dtype=dtype):
-        loss = adapter.loss(model, imgs.to(device), labels.to(device))
+        loss = adapter.loss(model, imgs.to(device), _to(labels, device))
     value = float(loss.detach().float())
     if not math.isfinite(value):
         raise StepFailure(f"the loss under torch.autocast({device}, {str(dtype)[6:]}) is {value} (not finite)")
