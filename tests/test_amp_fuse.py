@@ -103,8 +103,8 @@ def test_low_precision_forward_names_the_float32_layer_and_the_one_that_raises()
     with pytest.raises(StepFailure) as failure:
         _low_precision_forward(model, _news(model), "cpu", torch.bfloat16)
     message = str(failure.value)
-    assert "fails in Stage (layer 2): body.0 (Conv2d): RuntimeError" in message
-    assert message.endswith("first float32 output from bfloat16 input: Float32Stage (layer 1)")
+    assert "fails in Stage (row 2): body.0 (Conv2d): RuntimeError" in message
+    assert message.endswith("first float32 output from bfloat16 input: Float32Stage (row 1)")
 
 
 def test_low_precision_forward_passes_a_clean_model():
@@ -129,8 +129,8 @@ def test_trace_prefers_a_new_module_over_an_earlier_stock_one():
         model(torch.rand(1, 3, 32, 32, dtype=torch.bfloat16))
     trace.remove()
     assert (trace.first_fp32, trace.first_new_fp32, trace.suspect) == ("model.0", "model.1", "model.1")
-    assert layer_label(model, "model.0.body.1") == "Float32Stage (layer 0): body.1 (BatchNorm2d)"
-    assert layer_label(model, "model.1") == "Float32Stage (layer 1)"
+    assert layer_label(model, "model.0.body.1") == "Float32Stage (row 0): body.1 (BatchNorm2d)"
+    assert layer_label(model, "model.1") == "Float32Stage (row 1)"
 
 
 def test_first_image_of_each_label_format():
@@ -162,7 +162,7 @@ def test_fuse_step_names_batchnorms_left_and_the_row_that_changes():
     with pytest.raises(StepFailure) as failure:
         fuse_step(model, _news(model), "detect")
     message = str(failure.value)
-    assert message.startswith("1 of 5 BatchNorm layer(s) of new modules left after fuse(): PreNormStage (layer 1): norm;")
+    assert message.startswith("1 of 5 BatchNorm layer(s) of new modules left after fuse(): PreNormStage (row 1): norm;")
     assert "fuse() changes what the model computes: row 2 (DroppingUnit) output 0 differs from the unfused eval " \
            "model's output" in message
 
@@ -172,5 +172,5 @@ def test_fuse_step_reports_an_unpatched_fuse():
     model.new_classes = ()      # a fuse() that folds nothing of the new modules
     model_news = [NewModule(0, 0, model.model[0])]
     with pytest.raises(StepFailure, match=r"^1 of 1 BatchNorm layer\(s\) of new modules left after fuse\(\): "
-                                          r"Stage \(layer 0\): body\.1$"):
+                                          r"Stage \(row 0\): body\.1$"):
         fuse_step(model, model_news, "detect")

@@ -16,7 +16,7 @@ from yolopatch import manifest, targets
 from yolopatch.errors import RefusedError
 from yolopatch.verify import plan_steps, stock
 from yolopatch.verify.process import RUNNER
-from yolopatch.verify.protocol import MODEL_STEPS, ModelYaml, ModuleDeclaration, RunnerOutput, Spec, StockModel
+from yolopatch.verify.protocol import MODEL_STEPS, ModelYaml, ModuleDeclaration, RunnerOutput, Spec, StockModel, guess_task
 from yolopatch.verify.report import SCHEMA, VerifyReport
 from yolopatch.verify.runner import imports
 from yolopatch.verify.scratch import pristine_copy
@@ -281,3 +281,122 @@ def test_import_check_notes_a_shadowing_copy(tmp_path, monkeypatch):
             del sys.modules[name]
     # without the entry verify puts first, nothing else provides the package: the note says so
     assert check.notes and "loads nothing instead of this checkout" in check.notes[0]
+
+
+# tasks: what the runner decides per model (in-process: these runner modules need torch) ----------------------
+@pytest.mark.parametrize("head,task", [("Detect, [nc]", "detect"), ("Segment26, [nc, 32, 256]", "segment"),
+                                       ("Pose, [nc, kpt_shape]", "pose"), ("OBB26, [nc, 1]", "obb"),
+                                       ("Classify, [nc]", "classify"), ("RTDETRDecoder, [nc]", "rtdetr"),
+                                       ("v10Detect, [nc]", "detect"), ("WorldDetect, [nc, 512, True]", "world"),
+                                       ("MyOwnHead, [nc]", "detect")])
+def test_guess_task_reads_the_last_row_that_names_a_head(head, task):
+    text = ("backbone:\n  - [-1, 1, Conv, [64, 3, 2]]\n  - [[-1, 0], 1, Concat, [1]]\n"
+            f"head:\n  - [[0, 1], 1, {head}]  # the head\n")
+    assert guess_task(text) == task
+
+
+def test_head_class_task_follows_its_base_classes():
+    from yolopatch.verify.runner.tasks import task_of_class
+
+    class Segment:  # noqa: D401 - stand-ins named like the targets' heads
+        pass
+
+    class MySegmentHead(Segment):
+        pass
+
+    assert task_of_class(MySegmentHead) == "segment" and task_of_class(int) is None
+
+
+def test_class_state_undoes_what_parse_model_sets_on_classes():
+    """ultralytics sets Detect.legacy (and subclasses') and Conv.default_act for the whole process."""
+    import types
+
+    from yolopatch.verify.runner.adapters import class_state
+
+    class Conv:
+        default_act = "SiLU"
+
+    class Detect:
+        legacy = True
+
+    class Segment(Detect):
+        pass
+
+    parser = types.SimpleNamespace(Conv=Conv, Detect=Detect)
+    with class_state(parser):
+        Detect.legacy, Segment.legacy, Conv.default_act = False, False, "ReLU"  # what a YOLO11 build leaves
+    assert (Detect.legacy, Conv.default_act) == (True, "SiLU")
+    assert "legacy" not in Segment.__dict__ and Segment.legacy is True  # inherits again, as before the build
+
+
+def test_synthetic_targets_per_task():
+    import types
+
+    import torch
+
+    from yolopatch.verify.runner.tasks import BOXES, MASK_RATIO, targets
+
+    head = types.SimpleNamespace(nc=3, nm=32, kpt_shape=(5, 3), ne=1)
+    model = types.SimpleNamespace(model=[head], yaml={"nc": 3})
+    size = (96, 160)
+    seg = targets("segment", model, size)
+    assert seg["masks"].shape == seg["sem_masks"].shape == (2, size[0] // MASK_RATIO, size[1] // MASK_RATIO)
+    # overlap format: image i's k-th object is k + 1; the semantic map holds its class
+    assert sorted(seg["masks"][0].unique().tolist()) == [0, 1, 2] and sorted(seg["masks"][1].unique().tolist()) == [0, 1, 2]
+    y, x = int(BOXES[1][3] * size[0] / MASK_RATIO), int(BOXES[1][2] * size[1] / MASK_RATIO)
+    assert seg["masks"][0, y, x] == 2 and seg["sem_masks"][0, y, x] == BOXES[1][1]
+    pose = targets("pose", model, size)
+    assert pose["keypoints"].shape == (len(BOXES), 5, 3) and bool((pose["keypoints"][..., 2] == 1).all())
+    for b, (_, _, cx, cy, w, h) in enumerate(BOXES):   # every keypoint inside its box
+        assert bool(((pose["keypoints"][b, :, 0] - cx).abs() <= w / 2).all())
+        assert bool(((pose["keypoints"][b, :, 1] - cy).abs() <= h / 2).all())
+    obb = targets("obb", model, size)
+    assert obb["bboxes"].shape == (len(BOXES), 5)
+    cls = targets("classify", model, size)
+    assert cls["cls"].dtype == torch.long and cls["cls"].tolist() == [0, 1]
+    assert targets("detect", model, size)["cls"].max() < 3   # class ids wrap at nc
+
+
+def test_output_problems_name_a_wrong_head_output():
+    import types
+
+    import torch
+
+    from yolopatch.verify.runner.tasks import output_problems
+
+    head = types.SimpleNamespace(nc=80, named_children=lambda: iter(()))
+    model = types.SimpleNamespace(model=[head])
+    features = [torch.zeros(1, 64, 16, 20), torch.zeros(1, 128, 8, 10), torch.zeros(1, 256, 4, 5)]
+    assert output_problems("detect", "ultralytics", model, torch.zeros(1, 84, 420), features, (128, 160), None) == []
+    problems = output_problems("detect", "ultralytics", model, torch.zeros(1, 85, 420), features, (128, 160), None)
+    assert problems and "expected (1, 84, 420)" in problems[0]
+    classifier = types.SimpleNamespace(model=[types.SimpleNamespace(linear=torch.nn.Linear(4, 10))])
+    logits = torch.randn(1, 10)
+    assert output_problems("classify", "ultralytics", classifier, logits.softmax(1), [], (96, 96), None) == []
+    assert "not probabilities" in output_problems("classify", "ultralytics", classifier, logits, [], (96, 96), None)[0]
+
+
+def _layer(cls_name: str, i: int, **attrs):
+    import torch
+
+    layer = type(cls_name, (torch.nn.Module,), {})()
+    layer.i = i
+    for key, value in attrs.items():
+        setattr(layer, key, value)
+    return layer
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_yaml_rows_of_a_multi_output_backbone_in_either_layout(aligned):
+    """Today a 4-output backbone is one layer whose .i is its last level's row (4); aligned, it is row 0 and
+    BackboneLevel placeholders fill rows 1-4. Either way the YAML rows come out the same."""
+    import types
+
+    from yolopatch.verify.runner.layers import yaml_row
+
+    backbone = _layer("Toy", 0 if aligned else 4, feature_strides=[4, 8, 16, 32], feature_channels=[8, 16, 32, 64])
+    levels = [_layer("BackboneLevel", k, level=k) for k in range(1, 5)] if aligned else []
+    sppf = _layer("SPPF", 5)
+    model = types.SimpleNamespace(model=[backbone, *levels, sppf])
+    assert [yaml_row(model, m) for m in model.model] == (list(range(6)) if aligned else [0, 5])
+    assert yaml_row(model, backbone) == 0 and yaml_row(model, sppf) == 5

@@ -60,7 +60,7 @@ def test_ultralytics_newest_toy_passes_every_step(cli, tmp_path):
     for name in ("yolov8n-toy", "rtdetr-l-toy"):
         assert_full_ladder(models[name], export=True)
         assert models[name]["params"] == TOY_PARAMS[name]
-        assert models[name]["new_modules"] == ["ToyBackbone (layer 4)"]
+        assert models[name]["new_modules"] == ["ToyBackbone (row 0)"]
     assert statuses(models["yolov8x-toy"]) == {"names": "passed", "build": "passed", "shapes": "passed",
                                                "figures": "passed", "train": "not-run", "reload": "not-run",
                                                "export": "not-run"}
@@ -103,7 +103,7 @@ FAULTS = {
     "BoomBackbone": ("yolov8n-boom", "build", "RuntimeError: BoomBackbone.forward always raises"),
     "LyingBackbone": ("yolov8n-lying", "shapes", "output 0 (stride 4): declares 16 channels, forward produces 24"),
     "NanBackbone": ("yolov8n-nan", "train", "the loss is nan"),
-    "LambdaBackbone": ("yolov8n-lambda", "reload", "cannot pickle LambdaBackbone (layer 4)"),
+    "LambdaBackbone": ("yolov8n-lambda", "reload", "cannot pickle LambdaBackbone (row 0)"),
 }
 
 
@@ -166,7 +166,7 @@ def test_hand_patched_checkout_verifies_with_yaml(cli, tmp_path):
     assert report["checks"]["stock"]["status"] == "not-run"
     assert "pristine files are unknown" in report["checks"]["stock"]["message"]
     model = by_name(report)["yolov8n-toy"]
-    assert model["source"] == "--yaml" and model["new_modules"] == ["ToyBackbone (layer 4)"]
+    assert model["source"] == "--yaml" and model["new_modules"] == ["ToyBackbone (row 0)"]
     assert_full_ladder(model, export=False)
 
 

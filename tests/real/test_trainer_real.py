@@ -25,7 +25,7 @@ FAULTS = {
                         r"support the deepcopy protocol"),
     "CoordBackbone": ("yolov8n-coord", "amp",
                       r"the model converted to bfloat16 \(as validation runs it with half=True\) fails in "
-                      r"CoordBackbone \(layer \d+\): stages\.2\.conv\.conv \(Conv2d\): RuntimeError"),
+                      r"CoordBackbone \(row \d+\): stages\.2\.conv\.conv \(Conv2d\): RuntimeError"),
     "ScaledBackbone": ("yolov8n-scaled", "fuse",
                        r"^fuse\(\) changes what the model computes: row \d+ \(ScaledBackbone\) output 0 differs "
                        r"from the unfused eval model's output"),

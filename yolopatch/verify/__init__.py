@@ -119,7 +119,7 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
     if state is not None and edited_files(target.root, state):
         notes.append(f"files changed since yolopatch wrote them: {', '.join(sorted(edited_files(target.root, state)))}"
                      " (verified as they are now)")
-    stock_items = stock_models(target) if "stock" in steps else []
+    stock_items = stock_models(target, {model_task(Path(y.path)) for y in selection.yamls}) if "stock" in steps else []
 
     with tempfile.TemporaryDirectory(prefix="yolopatch-verify-") as tmp:
         work = Path(tmp)

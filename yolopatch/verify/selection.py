@@ -4,6 +4,7 @@ declarations, and the stock models to compare with the pristine files. Read from
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,13 +15,28 @@ from ..manifest import State
 from ..targets import Target
 from .protocol import ModelYaml, ModuleDeclaration, StockModel, guess_task
 
-# Stock models compared with the pristine files: (name, candidate YAMLs relative to the package folder,
-# scale). The first candidate that exists is used.
+# The stock model of each task: (name, task, one-to-one head, candidate YAMLs relative to the package folder,
+# scale). The first candidate that exists is used; a task whose YAMLs a release lacks is absent there.
 _STOCK = {
-    "ultralytics": [("yolov8n", ("cfg/models/v8/yolov8.yaml", "models/v8/yolov8.yaml", "models/v8/yolov8n.yaml"), "n"),
-                    ("rtdetr-l", ("cfg/models/rt-detr/rtdetr-l.yaml", "models/rt-detr/rtdetr-l.yaml"), "l")],
-    "yolov5": [("yolov5s", ("models/yolov5s.yaml",), None)],
+    "ultralytics": [
+        ("yolov8n", "detect", False, ("cfg/models/v8/yolov8.yaml", "models/v8/yolov8.yaml", "models/v8/yolov8n.yaml"), "n"),
+        ("rtdetr-l", "rtdetr", False, ("cfg/models/rt-detr/rtdetr-l.yaml", "models/rt-detr/rtdetr-l.yaml"), "l"),
+        ("yolov8n-seg", "segment", False, ("cfg/models/v8/yolov8-seg.yaml", "models/v8/yolov8-seg.yaml",
+                                          "models/v8/seg/yolov8n-seg.yaml"), "n"),
+        ("yolov8n-pose", "pose", False, ("cfg/models/v8/yolov8-pose.yaml", "models/v8/yolov8-pose.yaml"), "n"),
+        ("yolov8n-obb", "obb", False, ("cfg/models/v8/yolov8-obb.yaml",), "n"),
+        ("yolov8n-cls", "classify", False, ("cfg/models/v8/yolov8-cls.yaml", "models/v8/yolov8-cls.yaml",
+                                           "models/v8/cls/yolov8n-cls.yaml"), "n"),
+        ("yolo26n", "detect", True, ("cfg/models/26/yolo26.yaml",), "n"),
+        ("yolo26n-seg", "segment", True, ("cfg/models/26/yolo26-seg.yaml",), "n"),
+        ("yolo26n-pose", "pose", True, ("cfg/models/26/yolo26-pose.yaml",), "n"),
+        ("yolo26n-obb", "obb", True, ("cfg/models/26/yolo26-obb.yaml",), "n"),
+        ("yolo26n-cls", "classify", True, ("cfg/models/26/yolo26-cls.yaml",), "n"),
+    ],
+    "yolov5": [("yolov5s", "detect", False, ("models/yolov5s.yaml",), None),
+               ("yolov5s-seg", "segment", False, ("models/segment/yolov5s-seg.yaml",), None)],
 }
+_ALWAYS_COMPARED = ("detect", "rtdetr")   # the stock check's models whatever is verified
 
 
 @dataclass
@@ -42,21 +58,28 @@ def model_task(path: Path) -> str:
     return guess_task(path.read_text(encoding="utf-8", errors="replace"))
 
 
-def stock_models(target: Target) -> list:
+def task_stock_models(target: Target) -> list:
+    """The stock model of every task this release ships a YAML for (YOLO26 ones marked end2end)."""
     base = package_dir(target)
     parser = (target.root / target.parser_file).read_bytes()
     found = []
-    for name, candidates, scale in _STOCK[target.family]:
-        if name.startswith("rtdetr") and b"class RTDETRDetectionModel" not in parser:
+    for name, task, end2end, candidates, scale in _STOCK[target.family]:
+        if task == "rtdetr" and b"class RTDETRDetectionModel" not in parser:
             continue  # this release has no RT-DETR
         for candidate in candidates:
             rel = f"{base}/{candidate}" if base else candidate
             if (target.root / rel).is_file():
-                multi = rel.endswith("yolov8n.yaml") or target.family == "yolov5"
-                found.append(StockModel(name, rel, None if multi else scale,
-                                        "rtdetr" if name.startswith("rtdetr") else "detect"))
+                per_scale = target.family == "yolov5" or re.search(r"\d[nsmlx](-\w+)?$", Path(rel).stem) is not None
+                found.append(StockModel(name, rel, None if per_scale else scale, task, end2end))
                 break
     return found
+
+
+def stock_models(target: Target, tasks=()) -> list:
+    """The stock models the `stock` step compares with the pristine files: detection and RT-DETR, and the
+    (pre-YOLO26) stock model of every other task among `tasks`, the tasks of the models verified."""
+    wanted = set(_ALWAYS_COMPARED) | set(tasks)
+    return [m for m in task_stock_models(target) if m.task in wanted and not m.end2end]
 
 
 def _module_files(target: Target, state: State) -> list:

@@ -8,12 +8,14 @@ import contextlib
 import datetime
 import importlib
 import inspect
+import types
 from copy import deepcopy
 from pathlib import Path
 
 import torch
 
-from ..protocol import task_of_head
+from ..protocol import UNVERIFIED_TASKS, StepFailure, task_of_head
+from .tasks import task_of_class, yolov5_targets
 
 # YOLOv5's hyp.scratch-low.yaml values the loss reads, used only when a checkout lacks the file.
 _YOLOV5_HYP = {"box": 0.05, "cls": 0.5, "cls_pw": 1.0, "obj": 1.0, "obj_pw": 1.0, "iou_t": 0.2,
@@ -69,8 +71,46 @@ def torchscript_onnx_exporter():
         torch.onnx.export = original
 
 
+_MISSING = object()
+
+
+@contextlib.contextmanager
+def class_state(parser):
+    """Undo, after a build, what parse_model changes on classes for the whole process: the default activation
+    of Conv (a YAML's `activation:` key; ultralytics restores it itself since 8.4, older releases and YOLOv5
+    do not) and the `legacy` flag ultralytics (8.3.17+) sets on Detect and its subclasses (False when C3k2,
+    A2C2f or C2fCIB appear). Without this the first model built changes the next one in the same process."""
+    conv, detect = getattr(parser, "Conv", None), getattr(parser, "Detect", None)
+    act = conv.__dict__.get("default_act", _MISSING) if isinstance(conv, type) else _MISSING
+    heads = _with_subclasses(detect) if isinstance(detect, type) else []
+    flags = {cls: cls.__dict__.get("legacy", _MISSING) for cls in heads}
+    try:
+        yield
+    finally:
+        if act is not _MISSING:
+            conv.default_act = act
+        for cls, value in flags.items():
+            if value is _MISSING:
+                if "legacy" in cls.__dict__:
+                    delattr(cls, "legacy")
+            else:
+                cls.legacy = value
+
+
+def _with_subclasses(cls) -> list:
+    found, todo = [], [cls]
+    while todo:
+        klass = todo.pop()
+        if klass not in found:
+            found.append(klass)
+            todo.extend(klass.__subclasses__())
+    return found
+
+
 class Adapter:
     family = ""
+    model_classes: dict = {}     # task -> names of the parser module's model classes that build it, first found
+    absent: dict = {}            # task -> why this family has no model class for it
 
     def __init__(self, spec):
         self.spec = spec
@@ -79,39 +119,65 @@ class Adapter:
         self.parser = importlib.import_module(spec.parser_module)
 
     # names ---------------------------------------------------------------------------------------
-    def resolves(self, name) -> bool:
-        """Does a YAML module name resolve the way the target's parse_model resolves it?"""
+    def resolve(self, name):
+        """The object a YAML module name resolves to the way the target's parse_model resolves it, or None."""
         if not isinstance(name, str):
-            return True
+            return name
         if name.startswith("nn."):
-            return hasattr(torch.nn, name[3:])
+            return getattr(torch.nn, name[3:], None)
         if name.startswith("torch.nn."):
-            return hasattr(torch.nn, name[9:])
+            return getattr(torch.nn, name[9:], None)
         if name.startswith("torchvision."):
             try:
                 obj = importlib.import_module("torchvision")
             except ImportError:
-                return False
+                return None
             parts = name.split(".")[1:]
         else:
             obj, parts = vars(self.parser), name.split(".")
             if parts[0] not in obj:
-                return False
+                return None
             obj, parts = obj[parts[0]], parts[1:]
         for part in parts:
             if not hasattr(obj, part):
-                return False
+                return None
             obj = getattr(obj, part)
-        return True
+        return obj
+
+    def resolves(self, name) -> bool:
+        return self.resolve(name) is not None
 
     @staticmethod
     def rows(d: dict) -> list:
         return list(d.get("backbone") or []) + list(d.get("head") or [])
 
     def task(self, d: dict) -> str:
-        """The task of a model YAML: its last row's head module (protocol.HEAD_TASKS)."""
+        """The task of a model YAML: its head (last row) class or the nearest base class verify knows."""
         rows = [row for row in self.rows(d) if isinstance(row, (list, tuple)) and len(row) == 4]
-        return (task_of_head(rows[-1][2]) if rows else None) or "detect"
+        if not rows:
+            return "detect"
+        name = rows[-1][2]
+        return task_of_class(self.resolve(name)) or task_of_head(name) or "detect"
+
+    def unverified(self, task: str) -> str | None:
+        """Why verify does not build models of this task here (None: it does)."""
+        return UNVERIFIED_TASKS.get(task) or self.absent.get(task)
+
+    def model_class(self, task: str):
+        """The target's model class for a task; StepFailure when this release has none."""
+        for name in self.model_classes.get(task, ()):
+            cls = getattr(self.parser, name, None)
+            if cls is not None:
+                return cls
+        if task in self.absent:
+            raise StepFailure(self.absent[task])
+        names = " / ".join(self.model_classes.get(task, ())) or "a model class"
+        raise StepFailure(f"{self.spec.flavour} {self.spec.version} has no {names} for {task} models")
+
+    def build(self, d: dict, scale, task: str):
+        cls = self.model_class(task)
+        with class_state(self.parser):
+            return self._construct(cls, deepcopy(d), scale)
 
     # hooks for subclasses --------------------------------------------------------------------------
     def load_yaml(self, path: Path) -> dict:
@@ -120,10 +186,10 @@ class Adapter:
     def scales(self, d: dict) -> list:
         return [None]
 
-    def build(self, d: dict, scale, kind: str):
+    def _construct(self, cls, d: dict, scale):
         raise NotImplementedError
 
-    def loss(self, model, imgs, labels):
+    def loss(self, model, task: str, imgs, labels: dict):
         raise NotImplementedError
 
     def save_checkpoint(self, model, path: Path) -> None:
@@ -136,8 +202,16 @@ class Adapter:
         raise NotImplementedError
 
 
+# releases before model.loss: the trainer class whose criterion() computes each task's loss
+_OLD_TRAINERS = {"detect": ("detect", "DetectionTrainer"), "segment": ("segment", "SegmentationTrainer"),
+                 "pose": ("pose", "PoseTrainer"), "classify": ("classify", "ClassificationTrainer")}
+
+
 class Ultralytics(Adapter):
     family = "ultralytics"
+    model_classes = {"detect": ("DetectionModel",), "segment": ("SegmentationModel",), "pose": ("PoseModel",),
+                     "obb": ("OBBModel",), "classify": ("ClassificationModel",),
+                     "rtdetr": ("RTDETRDetectionModel",)}
 
     def load_yaml(self, path: Path) -> dict:
         loader = getattr(self.parser, "yaml_model_load", None)
@@ -151,11 +225,9 @@ class Ultralytics(Adapter):
     def scales(self, d: dict) -> list:
         return list(d["scales"]) if isinstance(d.get("scales"), dict) and d["scales"] else [None]
 
-    def build(self, d: dict, scale, kind: str):
-        d = deepcopy(d)
+    def _construct(self, cls, d: dict, scale):
         if scale is not None:
             d["scale"] = scale
-        cls = self.parser.RTDETRDetectionModel if kind == "rtdetr" else self.parser.DetectionModel
         return cls(cfg=d, ch=3, verbose=False)
 
     def _args(self):
@@ -163,16 +235,29 @@ class Ultralytics(Adapter):
         default = import_first("ultralytics.utils:DEFAULT_CFG", "ultralytics.yolo.utils:DEFAULT_CFG")
         return get_cfg(default)
 
-    def loss(self, model, imgs, labels):
+    def loss(self, model, task: str, imgs, labels: dict):
         # What the trainer's set_model_attributes gives a model before the first loss: the hyperparameters
-        # (the detection loss reads its gains from model.args) and the class count (RT-DETR's loss reads it).
+        # (the losses read their gains from model.args) and the class count (RT-DETR's loss reads it).
         model.args = self._args()
         if getattr(model, "nc", None) is None:
             model.nc = int(model.yaml["nc"])
-        batch = {"img": imgs, "cls": labels[:, 1:2], "bboxes": labels[:, 2:], "batch_idx": labels[:, 0]}
-        out = model.loss(batch)
+        batch = {"img": imgs, **labels}
+        if callable(getattr(model, "loss", None)):   # model.loss / init_criterion: 8.0.1xx and later
+            out = model.loss(batch)
+        else:                                        # earlier: the task trainer's criterion(preds, batch)
+            out = self._trainer_criterion(model, task)(model(imgs), batch)
         total = out[0] if isinstance(out, (tuple, list)) else out
         return total.sum()
+
+    def _trainer_criterion(self, model, task: str):
+        """The criterion method of the release's own trainer for the task, bound to a stand-in holding
+        exactly what it reads (the model and the training arguments)."""
+        if task not in _OLD_TRAINERS:
+            raise StepFailure(f"ultralytics {self.spec.version} has no model.loss and no trainer for {task} models")
+        folder, name = _OLD_TRAINERS[task]
+        trainer = import_first(f"ultralytics.yolo.v8.{folder}.train:{name}")
+        holder = types.SimpleNamespace(model=model, args=model.args)
+        return lambda preds, batch: trainer.criterion(holder, preds, batch)
 
     def save_checkpoint(self, model, path: Path) -> None:
         """Like the trainer: a half-precision deep copy of the model in a dict with the training args."""
@@ -203,6 +288,10 @@ class Ultralytics(Adapter):
 
 class Yolov5(Adapter):
     family = "yolov5"
+    model_classes = {"detect": ("DetectionModel", "Model"), "segment": ("SegmentationModel",)}
+    absent = {"classify": "YOLOv5 builds a classifier from a trained detection checkpoint (ClassificationModel("
+                          "model=..., cutoff=...) in classify/train.py), never from a model YAML: verify the detection "
+                          "YAML instead"}
 
     def load_yaml(self, path: Path) -> dict:
         import yaml
@@ -210,9 +299,8 @@ class Yolov5(Adapter):
         with open(path, encoding="ascii", errors="ignore") as f:  # as yolov5's Model reads it
             return yaml.safe_load(f)
 
-    def build(self, d: dict, scale, kind: str):
-        cls = getattr(self.parser, "DetectionModel", None) or self.parser.Model
-        return cls(cfg=deepcopy(d), ch=3)
+    def _construct(self, cls, d: dict, scale):
+        return cls(cfg=d, ch=3)
 
     def _hyp(self) -> dict:
         hyp = dict(_YOLOV5_HYP)
@@ -223,14 +311,18 @@ class Yolov5(Adapter):
                 hyp.update(yaml.safe_load(f) or {})
         return hyp
 
-    def loss(self, model, imgs, labels):
-        compute_loss = importlib.import_module(f"{self.prefix}utils.loss").ComputeLoss
+    def loss(self, model, task: str, imgs, labels: dict):
         # as train.py sets them: ComputeLoss reads model.hyp, and export.py of some releases reads model.nc
         model.hyp, model.gr = self._hyp(), 1.0
         if getattr(model, "nc", None) is None:
             model.nc = int(model.yaml["nc"])
+        targets = yolov5_targets(model)
         preds = model(imgs)
-        total, _ = compute_loss(model)(preds, labels)
+        if task == "segment":   # segment/train.py: overlapping masks (its default), at a quarter of the image size
+            compute_loss = importlib.import_module(f"{self.prefix}utils.segment.loss").ComputeLoss(model, overlap=True)
+            total, _ = compute_loss(preds, targets, masks=labels["masks"])
+        else:
+            total, _ = importlib.import_module(f"{self.prefix}utils.loss").ComputeLoss(model)(preds, targets)
         return total.sum()
 
     def save_checkpoint(self, model, path: Path) -> None:

@@ -1,7 +1,8 @@
 """Step `amp`: the model in mixed and in low precision, as the trainers and validators run it on a GPU.
 
 1. The train step under torch.autocast (float16 on CUDA, bfloat16 on the CPU), on the first image of its
-   synthetic batch: the loss must be finite and gradients must reach every parameter of every new module.
+   synthetic batch (both for YOLOv5, whose loss builds its own targets): the loss must be finite and
+   gradients must reach every parameter of every new module.
 2. A forward of the model converted to that precision (ultralytics and YOLOv5 validate with
    `model.half()` on a GPU): it must run and give finite outputs. A module that creates a float32 tensor or
    buffer inside forward (torch.zeros(...) without a dtype, `.float()`, a float32 attribute that is not a
@@ -18,7 +19,7 @@ import torch
 
 from ..protocol import StepFailure
 from .adapters import primary_tensor
-from .layers import seeded_input, train_size
+from .layers import seeded_input, train_size, yaml_row
 from .train import synthetic_batch
 
 
@@ -45,12 +46,12 @@ def _floating(value) -> list:
 
 
 def layer_label(model, path: str) -> str:
-    """`model.4.stem.1` -> `MobileNetV4ConvSmall (layer 4): stem.1 (BatchNorm2d)`."""
+    """`model.0.stem.1` -> `MobileNetV4ConvSmall (row 0): stem.1 (BatchNorm2d)` (the YAML's own row numbering)."""
     parts = path.split(".")
     if len(parts) >= 2 and parts[0] == "model" and parts[1].isdigit():
         layer = model.model[int(parts[1])]
         inner = ".".join(parts[2:])
-        where = f"{type(layer).__name__} (layer {getattr(layer, 'i', parts[1])})"
+        where = f"{type(layer).__name__} (row {yaml_row(model, layer)})"
         if not inner:
             return where
         return f"{where}: {inner} ({type(layer.get_submodule(inner)).__name__})"
@@ -124,12 +125,14 @@ def _to(labels, device):
     return labels.to(device)
 
 
-def _autocast_backward(adapter, model, news: list, device: str, dtype) -> float:
+def _autocast_backward(adapter, model, task: str, news: list, device: str, dtype) -> float:
     model.train()
     model.zero_grad(set_to_none=True)
-    imgs, labels = first_image(*synthetic_batch(model))
+    imgs, labels = synthetic_batch(task, model)
+    if adapter.family != "yolov5":   # YOLOv5's loss makes its own targets, for both images
+        imgs, labels = first_image(imgs, labels)
     with torch.autocast(device_type=device, dtype=dtype):
-        loss = adapter.loss(model, imgs.to(device), _to(labels, device))
+        loss = adapter.loss(model, task, imgs.to(device), _to(labels, device))
     value = float(loss.detach().float())
     if not math.isfinite(value):
         raise StepFailure(f"the loss under torch.autocast({device}, {str(dtype)[6:]}) is {value} (not finite)")
@@ -172,10 +175,10 @@ def _low_precision_forward(model, news: list, device: str, dtype) -> str:
     return f"{name} forward runs, finite outputs"
 
 
-def amp_step(adapter, model, news: list) -> str:
+def amp_step(adapter, model, task: str, news: list) -> str:
     device, dtype = low_precision()
     work = model if device == "cpu" else deepcopy(model).to(device)
-    value = _autocast_backward(adapter, work, news, device, dtype)
+    value = _autocast_backward(adapter, work, task, news, device, dtype)
     forward = _low_precision_forward(work, news, device, dtype)
     reached = f"gradients reach all {len(news)} new module(s)" if news else "no new modules"
     return f"autocast({device}, {str(dtype)[6:]}) loss {value:.4g}, {reached}; {forward}"

@@ -20,7 +20,7 @@ from ..protocol import StepFailure
 from .adapters import primary_tensor
 from .amp import tensors_in
 from .checkpoint import compare
-from .layers import seeded_input, train_size
+from .layers import seeded_input, train_size, yaml_row
 
 UNFUSED = "the unfused eval model"
 TOLERANCE = 1e-4   # relative to 1 + the largest magnitude of the compared output, as the reload step compares
@@ -53,7 +53,7 @@ def _run(model, x) -> tuple:
 
 def _row_label(model, k: int) -> str:
     layer = model.model[k]
-    return f"row {getattr(layer, 'i', k)} ({type(layer).__name__})"
+    return f"row {yaml_row(model, layer)} ({type(layer).__name__})"
 
 
 def _first_difference(model, expected: dict, actual: dict) -> str | None:

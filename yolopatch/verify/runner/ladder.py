@@ -95,6 +95,12 @@ class ModelRun:
             if self.pending(step):
                 self._set(step, SKIPPED, reason)
 
+    def leave_out(self, reason: str) -> None:
+        """Every step still pending is not run, for the reason given (a task verify does not build)."""
+        for step in MODEL_STEPS:
+            if self.pending(step):
+                self._set(step, NOT_RUN, reason)
+
     def attempt(self, step: str, action) -> None:
         """Run a pending step: passed with the message it returns, failed with the fault it raises."""
         if not self.pending(step):
@@ -117,6 +123,7 @@ class Ladder:
         self.adapter = make_adapter(spec)
         self.runs: list = []
         self.saved: dict = {}   # model name -> checkpoint and reference paths
+        self.notes: list = []
 
     # step 2 ------------------------------------------------------------------------------------------
     def names(self) -> None:
@@ -135,6 +142,9 @@ class Ladder:
                 failure = "unknown module names: " + ", ".join(unknown) if unknown else None
             except Exception as exc:
                 d, scales, failure = None, [None], f"cannot read the YAML: {describe(exc)}"
+            unverified = self.adapter.unverified(kind)
+            if unverified and not failure:
+                self.notes.append(f"{Path(yaml.path).name} is not verified beyond its names: {unverified}")
             for scale in scales:
                 run = ModelRun(yaml, kind, scale, scales[0], self.spec)
                 run.d = d
@@ -142,9 +152,11 @@ class Ladder:
                 seconds = time.perf_counter() - start
                 if failure:
                     run.finish("names", FAILED, failure, seconds)
-                else:
-                    count = len(self.adapter.rows(d))
-                    run.finish("names", PASSED, f"{count} rows, every module name resolves", seconds)
+                    continue
+                count = len(self.adapter.rows(d))
+                run.finish("names", PASSED, f"{count} rows, every module name resolves", seconds)
+                if unverified:
+                    run.leave_out(f"not verified: {unverified}")
 
     # steps 3, 4, 6, 7 and the saving half of 8 ---------------------------------------------------------
     def climb(self, run: ModelRun, position: int) -> None:
@@ -163,7 +175,7 @@ class Ladder:
 
         def shapes():
             report = check_shapes(state["model"], state["news"], state["declared"], self.adapter.rows(run.d),
-                                  run.record["kind"])
+                                  run.record["kind"], self.adapter.family)
             run.record["output_shapes"] = report.output_shapes
             run.record["strides"] = report.strides
             if report.problems:
@@ -180,7 +192,7 @@ class Ladder:
             return f"{run.record['params']:,} parameters, {run.record['gflops']:.1f} GFLOPs at 640"
 
         def train():
-            return train_step(self.adapter, state["model"], state["news"])
+            return train_step(self.adapter, state["model"], run.record["kind"], state["news"])
 
         try:
             for step, action in (("build", build), ("shapes", shapes), ("figures", figures), ("train", train)):
@@ -190,7 +202,7 @@ class Ladder:
             if run.pending("reload"):
                 self._save(run, state, position)
             # after the reload checkpoint is saved: amp leaves BatchNorm statistics moved, fuse folds the model
-            run.attempt("amp", lambda: amp_step(self.adapter, state["model"], state["news"]))
+            run.attempt("amp", lambda: amp_step(self.adapter, state["model"], run.record["kind"], state["news"]))
             run.attempt("fuse", lambda: fuse_step(state["model"], state["news"], run.record["kind"]))
         finally:
             state.clear()

@@ -16,24 +16,54 @@ _STOCK_MODULE_FILES = {
 }
 
 
+PLACEHOLDER = "BackboneLevel"   # the support module's parameter-free layer for a backbone's later rows
+
+
 @dataclass
 class NewModule:
-    position: int          # index in model.model (= YAML row order)
-    index: int             # the layer's m.i (row number after multi-output backbones)
+    position: int          # index in model.model
+    row: int               # the YAML row, in the YAML's own numbering (yaml_row)
     layer: torch.nn.Module
     declared: object = None  # the recipe's declaration (protocol.ModuleDeclaration), None if unknown
 
     @property
     def name(self) -> str:
-        return type(self.layer).__name__
+        return type(_unwrapped(self.layer)).__name__
 
     @property
     def label(self) -> str:
-        return f"{self.name} (layer {self.index})"
+        return f"{self.name} (row {self.row})"
 
 
 def is_multi_output(layer) -> bool:
     return hasattr(layer, "feature_strides") and hasattr(layer, "feature_channels")
+
+
+def is_placeholder(layer) -> bool:
+    return type(layer).__name__ == PLACEHOLDER
+
+
+def backbone_levels(layer) -> int:
+    """Rows a multi-output backbone fills: row k holds stride 2**(k + 1), up to its largest stride."""
+    return int(max(int(s) for s in layer.feature_strides)).bit_length() - 1
+
+
+def yaml_row(model, layer) -> int:
+    """A layer's row in the YAML's own numbering. Either layout of a multi-output backbone is understood:
+    one layer whose `.i` is the row of its last level (nothing after it), or the aligned layout where it
+    is row `.i` and BackboneLevel placeholders fill the rows after it (then `.i` is the row of every layer)."""
+    index = int(getattr(layer, "i", 0))
+    if is_multi_output(layer) and not any(is_placeholder(m) for m in model.model):
+        return index - (backbone_levels(layer) - 1)
+    return index
+
+
+def _unwrapped(layer):
+    """The module a YAML row names: parse_model wraps n > 1 repeats of it in an nn.Sequential."""
+    if isinstance(layer, torch.nn.Sequential) and len(layer) and not str(getattr(layer, "type", "")).startswith(
+            ("torch.nn", "nn.")):
+        return layer[0]
+    return layer
 
 
 def new_modules(model, spec) -> list:
@@ -42,14 +72,16 @@ def new_modules(model, spec) -> list:
     stock = _STOCK_MODULE_FILES[spec.family]
     found = []
     for position, layer in enumerate(model.model):
-        cls = type(layer)
+        cls = type(_unwrapped(layer))
         module = cls.__module__ or ""
+        if is_placeholder(layer):
+            continue
         if files or declared:
             new = cls.__name__ in declared or module in files
         else:
             new = not module.startswith(("torch.", "torchvision.")) and module.rsplit(".", 1)[-1] not in stock
         if new:
-            found.append(NewModule(position, int(getattr(layer, "i", position)), layer, declared.get(cls.__name__)))
+            found.append(NewModule(position, yaml_row(model, layer), layer, declared.get(cls.__name__)))
     return found
 
 

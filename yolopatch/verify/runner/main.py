@@ -90,8 +90,9 @@ def main(spec_path: str) -> int:
     elif ready and spec.mode == "verify":
         from .ladder import Ladder
 
-        stock, models = Ladder(spec, ENTRY).run()
-        output.stock, output.models = stock, models
+        ladder = Ladder(spec, ENTRY)
+        output.stock, output.models = ladder.run()
+        output.notes.extend(ladder.notes)
     elif ready and spec.mode == "stock":
         from .adapters import make_adapter
         from .fingerprints import fingerprints

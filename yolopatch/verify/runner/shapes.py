@@ -1,5 +1,6 @@
 """Step 4: declared output channels and strides of every new module against a real forward, at a square
-and a non-square input; the head's input strides against the model's stride."""
+and a non-square input; the head's input strides against the model's stride; the model's output against
+what its task's head must give (tasks.output_problems)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import torch
 
 from .adapters import primary_tensor
 from .layers import check_sizes, is_multi_output, seeded_input
+from .tasks import head, output_problems
 
 
 class ShapeReport:
@@ -28,16 +30,36 @@ def _fmt_all(values) -> str:
     return ",".join(_fmt(v) for v in values)
 
 
-def _record_outputs(layers: list, head) -> tuple:
-    outputs: dict = {}
-    head_inputs: list = []
-    handles = [layer.register_forward_hook(lambda m, i, o, key=id(layer): outputs.__setitem__(key, o))
-               for layer in layers]
-    # a pre-hook: heads such as YOLOv5's Detect overwrite their input list in place
-    handles.append(head.register_forward_pre_hook(
-        lambda m, args: head_inputs.append(list(args[0]) if args and isinstance(args[0], (list, tuple))
-                                           else (args[0] if args else None))))
-    return outputs, head_inputs, handles
+class _Recorder:
+    """Forward hooks on the new modules and the mask prototypes, a pre-hook on the head (heads such as
+    YOLOv5's Detect overwrite their input list in place, so it is copied before they run)."""
+
+    def __init__(self, layers: list, model):
+        self.outputs: dict = {}
+        self.head_inputs: list = []
+        self.proto = None
+        last = head(model)
+        self.handles = [layer.register_forward_hook(lambda m, i, o, key=id(layer): self.outputs.__setitem__(key, o))
+                        for layer in layers]
+        self.handles.append(last.register_forward_pre_hook(self._head_input))
+        if isinstance(getattr(last, "proto", None), torch.nn.Module):
+            self.handles.append(last.proto.register_forward_hook(self._proto))
+
+    def _head_input(self, _module, args):
+        first = args[0] if args else None
+        self.head_inputs.append(list(first) if isinstance(first, (list, tuple)) else first)
+
+    def _proto(self, _module, _args, out):
+        self.proto = out if isinstance(out, torch.Tensor) else None
+
+    def clear(self) -> None:
+        self.outputs.clear()
+        self.head_inputs.clear()
+        self.proto = None
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
 
 
 def _check_recipe_declaration(new, yaml_args, report) -> None:
@@ -61,12 +83,11 @@ def _check_backbone(new, out, size, declared_ch, report) -> None:
         count = len(out) if isinstance(out, (list, tuple)) else 1
         report.problems.append(f"{label}: returns {count} output(s) at input {size[0]}x{size[1]}, declares {len(strides)}")
         return
-    first_row = new.index - (strides[-1].bit_length() - 2)
     for k, (tensor, c, s) in enumerate(zip(out, channels, strides)):
         where = f"{label} output {k} (stride {s})"
         if tensor.shape[1] != c:
             report.problems.append(f"{where}: declares {c} channels, forward produces {tensor.shape[1]}")
-        row = first_row + s.bit_length() - 2
+        row = new.row + s.bit_length() - 2   # the row that holds stride s: 2**(k + 1) at row k of the group
         if 0 <= row < len(declared_ch) and declared_ch[row] not in (tensor.shape[1], c):
             report.problems.append(f"{where}: parse_model recorded {declared_ch[row]} channels for row {row}, "
                                    f"forward produces {tensor.shape[1]}")
@@ -80,8 +101,8 @@ def _check_layer(new, out, size, declared_ch, report) -> None:
     label = new.label
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         return  # not a feature map (several tensors, tokens): nothing declared to compare with
-    if 0 <= new.index < len(declared_ch) and declared_ch[new.index] != out.shape[1]:
-        report.problems.append(f"{label}: parse_model recorded {declared_ch[new.index]} output channels, "
+    if 0 <= new.row < len(declared_ch) and declared_ch[new.row] != out.shape[1]:
+        report.problems.append(f"{label}: parse_model recorded {declared_ch[new.row]} output channels, "
                                f"forward produces {out.shape[1]}")
     sh, sw = _stride(size, out)
     if sh != sw or sh != int(sh):
@@ -101,44 +122,44 @@ def _head_strides(features, size, report) -> list:
     return strides
 
 
-def check_shapes(model, news: list, declared_ch: list, yaml_rows: list, kind: str) -> ShapeReport:
+def check_shapes(model, news: list, declared_ch: list, yaml_rows: list, task: str, family: str) -> ShapeReport:
     report = ShapeReport()
     for new in news:
         if is_multi_output(new.layer):
-            args = yaml_rows[new.position][3] if new.position < len(yaml_rows) else []
+            args = yaml_rows[new.row][3] if new.row < len(yaml_rows) else []
             _check_recipe_declaration(new, args, report)
-    head = model.model[-1]
-    outputs, head_inputs, handles = _record_outputs([n.layer for n in news], head)
+    recorder = _Recorder([n.layer for n in news], model)
     per_size = []
     model.eval()
     try:
         for size in check_sizes(model):
-            outputs.clear()
-            head_inputs.clear()
+            recorder.clear()
             with torch.no_grad():
                 result = model(seeded_input(size))
             for new in news:
-                out = outputs.get(id(new.layer))
+                out = recorder.outputs.get(id(new.layer))
                 if is_multi_output(new.layer):
                     _check_backbone(new, out, size, declared_ch, report)
                 else:
                     _check_layer(new, out, size, declared_ch, report)
-            features = head_inputs[0] if head_inputs else []
+            features = recorder.head_inputs[0] if recorder.head_inputs else []
             features = features if isinstance(features, (list, tuple)) else [features]
             per_size.append(_head_strides(features, size, report))
+            output = primary_tensor(result)
+            report.problems.extend(output_problems(task, family, model, output, features, size, recorder.proto))
             if not report.output_shapes:
-                report.output_shapes = {"input": [1, 3, size[0], size[1]],
-                                        "output": list(primary_tensor(result).shape),
+                report.output_shapes = {"input": [1, 3, size[0], size[1]], "output": list(output.shape),
                                         "features": [list(f.shape) for f in features if isinstance(f, torch.Tensor)]}
+                if recorder.proto is not None:
+                    report.output_shapes["proto"] = list(recorder.proto.shape)
     finally:
-        for handle in handles:
-            handle.remove()
-    _check_model_strides(model, per_size, kind, report)
+        recorder.remove()
+    _check_model_strides(model, per_size, task, report)
     report.problems = list(dict.fromkeys(report.problems))  # the same fault seen at both sizes: say it once
     return report
 
 
-def _check_model_strides(model, per_size: list, kind: str, report) -> None:
+def _check_model_strides(model, per_size: list, task: str, report) -> None:
     if not per_size:
         return
     first = per_size[0]
@@ -148,8 +169,8 @@ def _check_model_strides(model, per_size: list, kind: str, report) -> None:
     if any(b <= a for a, b in zip(first, first[1:])) or any(int(s) & (int(s) - 1) or s != int(s) for s in first):
         report.problems.append(f"the head's input strides {_fmt_all(first)} are not increasing powers of two")
     report.strides = [int(s) for s in first]
-    if kind == "rtdetr":
-        return  # RT-DETR keeps a placeholder model.stride; its decoder takes the strides from the features
+    if task in ("rtdetr", "classify"):
+        return  # RT-DETR keeps a placeholder model.stride (its decoder reads the features); a classifier has none
     stride = getattr(model, "stride", None)
     declared = [float(s) for s in stride] if stride is not None else []
     if declared and declared != [float(s) for s in first]:

@@ -1,4 +1,5 @@
-"""Step 7: one optimisation step through the target's own loss on a synthetic batch."""
+"""Step 7: one optimisation step through the target's own loss for the model's task, on a synthetic batch
+with that task's targets (boxes, masks, keypoints, rotated boxes or class labels)."""
 
 from __future__ import annotations
 
@@ -8,21 +9,17 @@ import torch
 
 from ..protocol import StepFailure
 from .layers import seeded_input, train_size
+from .tasks import targets
 
-# (image index, class, cx, cy, w, h), normalised: two boxes per image of a batch of two
-_BOXES = [(0, 0, 0.30, 0.35, 0.20, 0.30), (0, 1, 0.70, 0.60, 0.30, 0.25),
-          (1, 2, 0.50, 0.50, 0.40, 0.40), (1, 0, 0.25, 0.70, 0.15, 0.20)]
-
-
-def synthetic_batch(model) -> tuple:
-    nc = int(getattr(model, "nc", 0) or (getattr(model, "yaml", {}) or {}).get("nc", 1) or 1)
-    labels = torch.tensor([(i, c % nc, x, y, w, h) for i, c, x, y, w, h in _BOXES], dtype=torch.float32)
-    return seeded_input(train_size(model), batch=2, seed=2), labels
+def synthetic_batch(task: str, model) -> tuple:
+    """Two seeded images and the task's labels for them (tasks.targets)."""
+    size = train_size(model)
+    return seeded_input(size, batch=2, seed=2), targets(task, model, size)
 
 
-def _backward(adapter, model, imgs, labels) -> float:
+def _backward(adapter, model, task: str, imgs, labels: dict) -> float:
     model.zero_grad(set_to_none=True)
-    loss = adapter.loss(model, imgs, labels)
+    loss = adapter.loss(model, task, imgs, labels)
     value = float(loss.detach())
     if not math.isfinite(value):
         raise StepFailure(f"the loss is {value} (not finite) on a synthetic batch of 2 at "
@@ -52,11 +49,12 @@ def _starved(news: list) -> list:
     return problems
 
 
-def train_step(adapter, model, news: list) -> str:
+def train_step(adapter, model, task: str, news: list) -> str:
+    """One SGD step through the task's own loss; raises StepFailure naming what went wrong."""
     model.train()
-    imgs, labels = synthetic_batch(model)
+    imgs, labels = synthetic_batch(task, model)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-    value = _backward(adapter, model, imgs, labels)
+    value = _backward(adapter, model, task, imgs, labels)
     problems = _non_finite(news)
     if problems:
         raise StepFailure("; ".join(problems))
@@ -66,7 +64,7 @@ def train_step(adapter, model, news: list) -> str:
     if starved:
         # A zero-initialised gate (e.g. the last BatchNorm of a residual branch, timm's zero_init_last)
         # blocks the gradient of the layers before it at initialisation only: after one step it must flow.
-        value, steps = _backward(adapter, model, imgs, labels), 2
+        value, steps = _backward(adapter, model, task, imgs, labels), 2
         problems = _non_finite(news) or _starved(news)
         optimizer.step()
         if problems:
