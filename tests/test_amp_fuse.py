@@ -174,3 +174,20 @@ def test_fuse_step_reports_an_unpatched_fuse():
     with pytest.raises(StepFailure, match=r"^1 of 1 BatchNorm layer\(s\) of new modules left after fuse\(\): "
                                           r"Stage \(row 0\): body\.1$"):
         fuse_step(model, model_news, "detect")
+
+
+class Overflow(nn.Module):
+    """Returns values beyond the floating-point range: non-finite outputs from finite inputs."""
+
+    def forward(self, x):
+        return (x * 1e30) * (x * 1e30)
+
+
+def test_non_finite_outputs_fail_when_a_new_module_makes_them_and_are_noted_otherwise():
+    model = Rows(Stage(3, 8), Overflow(), new=(Overflow,))
+    with pytest.raises(StepFailure, match=r"gives non-finite outputs: Overflow \(row 1\) is the first to return them"):
+        _low_precision_forward(model, _news(model), "cpu", torch.bfloat16)
+    model.new_classes = (Stage,)
+    message = _low_precision_forward(model, _news(model), "cpu", torch.bfloat16)
+    assert message == ("bfloat16 forward runs; its output turns non-finite in Overflow (row 1), a module of the "
+                       "target itself, from finite inputs (not caused by the new modules)")

@@ -4,7 +4,8 @@
    synthetic batch (both for YOLOv5, whose loss builds its own targets): the loss must be finite and
    gradients must reach every parameter of every new module.
 2. A forward of the model converted to that precision (ultralytics and YOLOv5 validate with
-   `model.half()` on a GPU): it must run and give finite outputs. A module that creates a float32 tensor or
+   `model.half()` on a GPU): it must run, and give finite outputs unless a module of the target itself is
+   the first to lose them (torch's CPU kernels are not all sound in half precision). A module that creates a float32 tensor or
    buffer inside forward (torch.zeros(...) without a dtype, `.float()`, a float32 attribute that is not a
    registered buffer) breaks the next layer; hooks on every layer name the one that raised and the first
    one (preferably inside a new module) that turned a low-precision input into a float32 output.
@@ -59,14 +60,15 @@ def layer_label(model, path: str) -> str:
 
 
 class DtypeTrace:
-    """Forward hooks on every submodule: which ones are running (innermost last), and the first one whose
+    """Forward hooks on every submodule: which ones are running (innermost last); the first one whose
     floating inputs were all `dtype` but which returned a float32 tensor, overall and inside new modules
-    (`new_prefixes`: their paths). Stock heads may return float32 harmlessly (RT-DETR's decoder does); a
-    new module doing it is the likely cause when a later layer raises."""
+    (`new_prefixes`: their paths); and the first one that returned non-finite values from finite inputs.
+    Stock heads may return float32 harmlessly (RT-DETR's decoder does); a new module doing it is the
+    likely cause when a later layer raises."""
 
     def __init__(self, model, dtype, new_prefixes=()):
         self.dtype, self.active = dtype, []
-        self.first_fp32, self.first_new_fp32 = None, None
+        self.first_fp32, self.first_new_fp32, self.first_non_finite = None, None, None
         self.new_prefixes = tuple(new_prefixes)
         self.handles = []
         for name, module in model.named_modules():
@@ -77,17 +79,24 @@ class DtypeTrace:
     def _enter(self, name):
         def hook(_module, args):
             inputs = _floating(args)
-            self.active.append((name, bool(inputs) and all(t.dtype == self.dtype for t in inputs)))
+            self.active.append((name, bool(inputs) and all(t.dtype == self.dtype for t in inputs),
+                                all(bool(torch.isfinite(t).all()) for t in inputs)))
         return hook
 
     def _leave(self, name):
         def hook(_module, _args, output):
-            _, low_inputs = self.active.pop()
+            _, low_inputs, finite_inputs = self.active.pop()
+            if self.first_non_finite is None and finite_inputs and \
+                    not all(bool(torch.isfinite(t).all()) for t in _floating(output)):
+                self.first_non_finite = name
             if low_inputs and any(t.dtype == torch.float32 for t in _floating(output)):
                 self.first_fp32 = self.first_fp32 or name
-                if self.first_new_fp32 is None and any(name == p or name.startswith(p + ".") for p in self.new_prefixes):
+                if self.first_new_fp32 is None and self.inside_new(name):
                     self.first_new_fp32 = name
         return hook
+
+    def inside_new(self, name: str) -> bool:
+        return any(name == p or name.startswith(p + ".") for p in self.new_prefixes)
 
     @property
     def suspect(self):
@@ -170,8 +179,14 @@ def _low_precision_forward(model, news: list, device: str, dtype) -> str:
     finally:
         trace.remove()
     if not bool(torch.isfinite(output.float()).all()):
-        hint = f" (first float32 output from {name} input: {layer_label(twin, trace.suspect)})" if trace.suspect else ""
-        raise StepFailure(f"the model converted to {name} gives non-finite outputs{hint}")
+        first = trace.first_non_finite
+        if first is None or trace.inside_new(first):
+            where = f": {layer_label(twin, first)} is the first to return them from finite inputs" if first else ""
+            raise StepFailure(f"the model converted to {name} gives non-finite outputs{where}")
+        # e.g. torch's CPU grid_sample returns NaN for non-contiguous half inputs (RT-DETR's deformable
+        # attention): the target's own module, on this device, whatever the patch
+        return (f"{name} forward runs; its output turns non-finite in {layer_label(twin, first)}, a module of the "
+                f"target itself, from finite inputs (not caused by the new modules)")
     return f"{name} forward runs, finite outputs"
 
 
