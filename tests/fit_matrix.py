@@ -1,7 +1,7 @@
 """`verify --fit` across releases and tasks, on demand (the test suite runs two fits on the newest ultralytics:
 tests/real/test_trainer_real.py). For each release: a fresh copy, `apply` of the recipes, then
 `verify --quick --fit --one-scale` (every YAML the recipes wrote, at its first scale); with --tasks, the stock
-segment / pose / obb / classify / YOLO26 / RT-DETR configs of the newest ultralytics too. Prints one row per
+segment / pose / obb / classify / YOLO26 / RT-DETR configs a release ships (YOLOv5: its segmentation model). Prints one row per
 model: the fit step's result, its seconds (and the trainer's and predictor's share), and the machine's load.
 
 usage:
@@ -32,8 +32,14 @@ import upstream  # noqa: E402
 
 RELEASES = [f"ultralytics=={v}" for v in (upstream.OLDEST_ULTRALYTICS, upstream.MIDDLE_ULTRALYTICS,
                                           upstream.NEWEST_ULTRALYTICS)] + ["yolov5==7.0.14"]
-STOCK_TASK_CONFIGS = ("v8/yolov8-seg.yaml", "v8/yolov8-pose.yaml", "v8/yolov8-obb.yaml", "v8/yolov8-cls.yaml",
-                      "26/yolo26.yaml", "rt-detr/rtdetr-l.yaml")
+# the stock configs --tasks adds (those the release ships), relative to the checkout
+STOCK_TASK_CONFIGS = {
+    "ultralytics": tuple(f"ultralytics/cfg/models/{c}" for c in (
+        "v8/yolov8-seg.yaml", "v8/yolov8-pose.yaml", "v8/yolov8-obb.yaml", "v8/yolov8-cls.yaml", "26/yolo26.yaml",
+        "rt-detr/rtdetr-l.yaml")),
+    "yolov5": ("yolov5/models/segment/yolov5s-seg.yaml",),
+    "upstream": ("models/segment/yolov5s-seg.yaml",),
+}
 SPLIT = re.compile(r"\(([\d.]+)s training, ([\d.]+)s predicting\)")
 
 
@@ -79,11 +85,8 @@ def run_release(spec: str, recipes: list, tasks: bool) -> list:
         applied = yolopatch(["apply", *recipes, "--repo", root], env)
         if applied.returncode != 0:
             return [{"release": spec, "model": "-", "fit": "apply failed", "message": applied.stderr.strip()[-300:]}]
-        extra = []
-        if tasks and spec.startswith("ultralytics"):
-            models = root / "ultralytics" / "cfg" / "models"
-            extra = [a for config in STOCK_TASK_CONFIGS if (models / config).is_file()
-                     for a in ("--yaml", models / config)]
+        configs = STOCK_TASK_CONFIGS[spec.split("==")[0]] if tasks else ()
+        extra = [a for config in configs if (root / config).is_file() for a in ("--yaml", root / config)]
         args = ["verify", "--repo", root, "--quick", "--fit", "--one-scale", "--json", *extra]
         if extra:
             args += [a for recipe in recipes for a in ("--recipe", recipe)]
