@@ -10,7 +10,7 @@ usage:
   python tests/fit_matrix.py --recipe slimneck ultralytics==8.4.190
   ... --json                                         # the rows as JSON
 
-YOLOv5 7.0.x trains in the environment its package needs (tests/trainer_env.py). Releases come from PyPI
+YOLOv5 trains in the environment its package needs (tests/trainer_env.py). Releases come from PyPI
 (tests/upstream.py caches them outside the repository).
 """
 
@@ -49,12 +49,7 @@ def checkout(spec: str) -> Path:
 
 
 def environment(spec: str) -> dict:
-    env = dict(os.environ)
-    if spec.startswith(("yolov5==7.0", "upstream==7.0")):
-        site = trainer_env.yolov5_training_site()
-        env["PYTHONPATH"] = os.pathsep.join([str(site)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
-    return env
+    return trainer_env.yolov5_training_env(os.environ) if spec.startswith(("yolov5==", "upstream==")) else dict(os.environ)
 
 
 def yolopatch(args: list, env: dict) -> subprocess.CompletedProcess:

@@ -1,11 +1,12 @@
-"""What the YOLOv5 7.0.x package's own trainer needs from its environment, for tests that train with it.
+"""What the YOLOv5 packages' own trainers need from their environment, for tests that train with them.
 
-Its train.py imports roboflow at the top and calls huggingface_hub < 0.25 (`huggingface_hub.utils._errors`);
-its metrics call numpy.trapz, which numpy 2 removed; train.py and detect.py load checkpoints with torch.load
-without weights_only, which torch >= 2.6 refuses. A user of the package fixes that with `pip install roboflow
-"huggingface_hub<0.25" "numpy<2"` and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1. The test environment cannot
-downgrade numpy (pandas and opencv here are built for numpy 2), so it installs the pinned packages into a
-folder of the test cache, put first on PYTHONPATH, with a sitecustomize that gives numpy its old trapz name.
+The 7.0.x package's train.py imports roboflow at the top and calls huggingface_hub < 0.25
+(`huggingface_hub.utils._errors`); 6.x's loggers import tensorboard unconditionally; the metrics call
+numpy.trapz, which numpy 2 removed; train.py and detect.py load checkpoints with torch.load without
+weights_only, which torch >= 2.6 refuses. A user of the package fixes that with `pip install roboflow
+"huggingface_hub<0.25" tensorboard "numpy<2"` and TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1. The test environment
+cannot downgrade numpy (pandas and opencv here are built for numpy 2), so it installs the pinned packages into
+a folder of the test cache, put first on PYTHONPATH, with a sitecustomize that gives numpy its old trapz name.
 Nothing is installed into the interpreter itself.
 """
 
@@ -19,9 +20,9 @@ from pathlib import Path
 import upstream
 
 PACKAGES = ("roboflow==1.7.3", "requests-toolbelt==1.0.0", "filetype==1.2.0", "pillow-avif-plugin==1.6.0",
-            "huggingface-hub==0.24.7")
+            "huggingface-hub==0.24.7", "tensorboard==2.21.0", "absl-py==2.5.1")
 SITECUSTOMIZE = '''\
-# numpy 2 removed trapz; YOLOv5 7.0's metrics call it (what `pip install "numpy<2"` gives back)
+# numpy 2 removed trapz; YOLOv5's metrics call it (what `pip install "numpy<2"` gives back)
 import numpy
 if not hasattr(numpy, "trapz"):
     numpy.trapz = numpy.trapezoid
@@ -30,7 +31,7 @@ if not hasattr(numpy, "trapz"):
 
 def yolov5_training_site() -> Path:
     """The folder holding the packages above (installed once into the test cache)."""
-    folder = upstream.cache_dir() / "yolov5-7.0-training-site"
+    folder = upstream.cache_dir() / "yolov5-training-site"
     marker = folder / ".complete"
     if not marker.is_file():
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder),
@@ -40,9 +41,10 @@ def yolov5_training_site() -> Path:
     return folder
 
 
-def use_yolov5_training_env(monkeypatch) -> None:
-    """Set this process's environment (which verify's runners inherit) as a YOLOv5 7.0 user would."""
-    site = yolov5_training_site()
-    current = os.environ.get("PYTHONPATH", "")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site)] + ([current] if current else [])))
-    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+def yolov5_training_env(base: dict) -> dict:
+    """`base` (an environment, which verify's runners inherit) as a YOLOv5 package user's would be."""
+    site = str(yolov5_training_site())
+    env = dict(base)
+    env["PYTHONPATH"] = os.pathsep.join([site] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
+    return env
