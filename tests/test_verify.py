@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lookalikes import FIXTURE_RECIPES, make_target
+from lookalikes import FIXTURE_RECIPES, make_target, tutorial_yolov8_yaml
 
 from yolopatch import manifest, targets
 from yolopatch.errors import RefusedError
@@ -400,3 +400,150 @@ def test_yaml_rows_of_a_multi_output_backbone_in_either_layout(aligned):
     model = types.SimpleNamespace(model=[backbone, *levels, sppf])
     assert [yaml_row(model, m) for m in model.model] == (list(range(6)) if aligned else [0, 5])
     assert yaml_row(model, backbone) == 0 and yaml_row(model, sppf) == 5
+
+
+# environment or patch ------------------------------------------------------------------------------------------
+WEIGHTS_ONLY = ("the end of training (the target's strip_optimizer on the saved checkpoint) failed: UnpicklingError: "
+                "Weights only load failed. This file can still be loaded (at general.py:972 in strip_optimizer)")
+
+
+@pytest.mark.parametrize("message,name", [
+    (WEIGHTS_ONLY, "torch-weights-only"),
+    ("ModuleNotFoundError: No module named 'onnxscript' (at exporter.py:410 in export_onnx)", "onnxscript-missing"),
+    ("AttributeError: module 'numpy' has no attribute 'trapz'", "numpy-trapz"),
+    ("AttributeError: 'FreeTypeFont' object has no attribute 'getsize'", "pillow-getsize"),
+    ("ModuleNotFoundError: No module named 'pkg_resources'", "setuptools-pkg-resources"),
+    ("ModuleNotFoundError: No module named 'huggingface_hub.utils._errors'", "huggingface-hub-too-new"),
+    ("RuntimeError: Sizes of tensors must match except in dimension 1", None),
+])
+def test_known_environment_causes_are_recognised(message, name):
+    from yolopatch.verify.runner.causes import recognise
+
+    found = recognise(message)
+    assert (found.name if found else None) == name
+    if found:
+        assert found.fix and found.what
+
+
+def test_same_failure_ignores_names_paths_and_numbers_only():
+    from yolopatch.verify.runner.causes import same_failure
+
+    mine = "RuntimeError: shape '[1, 3, 85]' is invalid for input of size 9120 in yolov5s-toy (at /tmp/a/yolo.py:12 in f)"
+    stock = "RuntimeError: shape '[1, 3, 85]' is invalid for input of size 24960 in yolov5s (at /tmp/b/yolo.py:99 in f)"
+    assert same_failure(mine, stock, ("yolov5s-toy", "yolov5s"))
+    assert not same_failure(mine, "RuntimeError: CUDA error: out of memory", ("yolov5s-toy", "yolov5s"))
+    # the same known cause with different wording is the same failure; a known cause and an unknown one are not
+    assert same_failure(WEIGHTS_ONLY, "loading with the target's loader failed: UnpicklingError: Weights only load failed.")
+    assert not same_failure(WEIGHTS_ONLY, "PicklingError: cannot pickle LambdaBackbone (row 0)")
+
+
+def _failed(model_name, step, origin):
+    from yolopatch.verify.runner.causes import cause_record
+
+    model = _model(model_name, failing=step)
+    model["steps"][step]["cause"] = cause_record(origin, "evidence", WEIGHTS_ONLY if origin == "environment" else "x")
+    return model
+
+
+def test_exit_5_only_when_every_failure_is_the_environments():
+    env = _report([_model("a"), _failed("b", "reload", "environment"), _failed("c", "reload", "environment")])
+    assert env.exit_code == 5 and not env.passed
+    assert env.failure_summary().startswith("verify failed at b: reload because of the environment, not the patch: "
+                                            "torch >= 2.6 loads checkpoints")
+    assert "Fix: set TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1" in env.failure_summary()
+    assert "cause: the environment, not the patch" in env.table()
+    failure = env.to_dict()["failures"][0]
+    assert failure["cause"]["origin"] == "environment" and failure["cause"]["name"] == "torch-weights-only"
+    mixed = _report([_failed("b", "reload", "environment"), _failed("c", "train", "patch")])
+    assert mixed.exit_code == 4
+    assert mixed.failure_summary().startswith("verify failed at c: train: ")   # the patch's failure comes first
+    # a failed target-level check without a cause (the stock comparison) is the patch's
+    stock = _report([_failed("b", "reload", "environment")], stock_status="failed")
+    assert stock.exit_code == 4 and stock.failures[0]["cause"]["origin"] == "patch"
+
+
+# static row checks (rows.py: standard library only) ------------------------------------------------------------
+def _yaml_rows(text: str) -> list:
+    import yaml
+
+    d = yaml.safe_load(text)
+    return d["backbone"] + d["head"]
+
+
+MOBILENETV2 = {"MobileNetV2": ModuleDeclaration("backbone", (24, 32, 96, 320), (4, 8, 16, 32), "mobilenetv2")}
+
+
+def _row_problems(text: str, declarations=MOBILENETV2) -> list:
+    from yolopatch.verify.protocol import HEAD_TASKS
+    from yolopatch.verify.runner.rows import analyse
+
+    return analyse(_yaml_rows(text), declarations, set(HEAD_TASKS))[1]
+
+
+def test_row_checks_pass_a_tutorial_yaml_and_infer_its_strides():
+    from yolopatch.verify.protocol import HEAD_TASKS
+    from yolopatch.verify.runner.rows import analyse
+
+    table, problems = analyse(_yaml_rows(tutorial_yolov8_yaml("MobileNetV2")), MOBILENETV2, set(HEAD_TASKS))
+    assert problems == []
+    assert [r.number for r in table] == list(range(19))          # rows 0-4 the backbone, then 5..18
+    assert [r.empty for r in table[:5]] == [True, False, False, False, False]
+    assert [table[k].stride for k in (5, 6, 7, 8, 11, 12, 14, 15, 17)] == [32, 16, 16, 16, 8, 16, 16, 32, 32]
+
+
+@pytest.mark.parametrize("old,new,message", [
+    ("[[-1, 3], 1, Concat, [1]]", "[[-1, 2], 1, Concat, [1]]",
+     "row 7 (Concat, from [-1, 2]): its inputs have different strides (row 6 at stride 16, row 2 at stride 8); "
+     "Concat joins maps of one resolution"),
+    ("[[-1, 2], 1, Concat, [1]]", "[[-1, 0], 1, Concat, [1]]",
+     "row 10 (Concat, from [-1, 0]): row 0 is empty: the backbone MobileNetV2 at row 0 has no output at stride 2 "
+     "(its outputs are at strides 4, 8, 16, 32: rows 1-4)"),
+    ("[[-1, 8], 1, Concat, [1]]", "[[-1, 30], 1, Concat, [1]]",
+     "row 13 (Concat, from [-1, 30]): `from` index 30 is not an earlier row (rows 0-12 come before it)"),
+    ("[[11, 14, 17], 1, Detect, [nc]]", "[[11, 17, 14], 1, Detect, [nc]]",
+     "row 18 (Detect, from [11, 17, 14]): a head takes its inputs in increasing stride, these come as row 11 at "
+     "stride 8, row 17 at stride 32, row 14 at stride 16"),
+])
+def test_row_checks_name_the_row(old, new, message):
+    text = tutorial_yolov8_yaml("MobileNetV2")
+    assert text.count(old) == 1
+    assert _row_problems(text.replace(old, new)) == [message]
+
+
+def test_row_checks_never_guess():
+    """An unknown module makes its stride unknown (no alarm after it); an unknown module at row 0 may be a
+    backbone filling several rows, so nothing is checked; a backbone with arguments has unknown strides."""
+    text = tutorial_yolov8_yaml("MobileNetV2").replace("[[-1, 3], 1, Concat, [1]]", "[[-1, 2], 1, Concat, [1]]")
+    assert _row_problems(text.replace("SPPF, [1024, 5]", "MyOwnBlock, [1024]")) == []
+    assert _row_problems(text, {}) == []
+    assert _row_problems(text.replace("MobileNetV2, []", "MobileNetV2, [0.5]")) == []
+    # every stock config of the newest ultralytics passes (no false alarm on real YAMLs)
+    stock = upstream_configs()
+    assert len(stock) > 60 and all(_row_problems(path.read_text(), {}) == [] for path in stock)
+
+
+def upstream_configs() -> list:
+    import upstream
+
+    return sorted((upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS) / "ultralytics" / "cfg" / "models")
+                  .rglob("*.yaml"))
+
+
+# --shard K/N ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", ["0/4", "5/4", "1/0", "2", "a/b", "1/-2", "-1/3", ""])
+def test_bad_shard_exits_2(cli, tmp_path, bad):
+    root = make_target(tmp_path / "repo", "ul-frozenset")
+    code, _, err = cli("verify", "--repo", root, "--shard", bad)
+    assert code == 2 and "--shard" in err and "1 <= K <= N" in err
+
+
+def test_shards_are_every_nth_model_from_k():
+    from yolopatch.verify import parse_shard
+    from yolopatch.verify.runner.ladder import shard
+
+    models = list(range(1, 11))   # the models in the order verify lists them, counted from 1
+    assert shard(models, parse_shard("1/1")) == models
+    assert shard(models, parse_shard("2/3")) == [2, 5, 8]
+    assert shard(models, parse_shard("3/3")) == [3, 6, 9]
+    parts = [shard(models, (k, 4)) for k in range(1, 5)]
+    assert sorted(sum(parts, [])) == models and shard(models[:2], (4, 4)) == []   # disjoint, complete; may be empty

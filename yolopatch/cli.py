@@ -1,7 +1,8 @@
 """Command line: flags in, one call into api, output out. Exit codes are decided in main() only.
 
 0 done or nothing to do · 1 --check found changes · 2 usage · 3 refused (nothing written)
-4 verification failed · 123 internal error (tree restored)
+4 verification failed · 5 verification failed, the stock model too (the environment)
+123 internal error (tree restored)
 """
 
 from __future__ import annotations
@@ -241,23 +242,27 @@ def demo(recipe: str, keep: Path | None) -> None:
                                          "dataset, then predict with best.pt in a fresh interpreter.")
 @click.option("--locked", is_flag=True, help="Also fail when parameters, GFLOPs (> 0.1) or strides differ from "
                                             "yolopatch.lock.")
+@click.option("--shard", default="1/1", show_default=True, metavar="K/N",
+              help="Only models K, K+N, K+2N, ... (1-based, in the order verify lists them): one CI job of N.")
 @click.pass_obj
 def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool, export, python, one_scale: bool,
-           fit: bool, locked: bool) -> None:
-    """Prove the patched checkout imports, builds, trains a step, reloads and exports (exit 4 on a failure)."""
-    from .errors import VerifyError
-    from .verify import lock_mismatches, run_verify  # lazily: the verify side stays out of every other command
+           fit: bool, locked: bool, shard: str) -> None:
+    """Prove the patched checkout imports, builds, trains a step, reloads and exports (exit 4 on a failure,
+    5 when the stock model fails the same way)."""
+    from .errors import EnvironmentFailure, VerifyError
+    from .verify import lock_mismatches, parse_shard, run_verify  # lazily: verify stays out of other commands
 
+    shard_k_n = parse_shard(shard)
     pinned = None
     if locked:
         from . import lockfile, targets
 
         pinned = lockfile.read(targets.detect(repo).root).models
     report = run_verify(repo, recipe_names, yaml_files, quick=quick, export=export, python=python,
-                        recipe_dirs=obj["recipe_dirs"], progress=_say, one_scale=one_scale, fit=fit)
+                        recipe_dirs=obj["recipe_dirs"], progress=_say, one_scale=one_scale, shard=shard_k_n, fit=fit)
     click.echo(report.to_json() if as_json else report.table())
     if not report.passed:
-        raise VerifyError(report.failure_summary())
+        raise (EnvironmentFailure if report.exit_code == 5 else VerifyError)(report.failure_summary())
     if pinned is not None:
         problems = lock_mismatches(report, pinned)
         if problems:

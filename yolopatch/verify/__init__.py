@@ -22,12 +22,13 @@ from ..ddp import worker_note
 from ..run_hint import import_hint
 from . import stock
 from .process import Runner, runner_env
-from .protocol import MODEL_STEPS, ON_REQUEST, QUICK_STEPS, SKIPPED, STEPS, Spec, model_record, step_record
+from .protocol import FAILED, MODEL_STEPS, ON_REQUEST, QUICK_STEPS, SKIPPED, STEPS, Spec, model_record, step_record
 from .report import VerifyReport
+from .runner.causes import ENVIRONMENT, PATCH, cause_record, same_failure
 from .scratch import pristine_copy
-from .selection import Selection, model_task, select, stock_models
+from .selection import Selection, model_task, select, stock_models, task_stock_models
 
-__all__ = ["run_verify", "VerifyReport", "STEPS"]
+__all__ = ["run_verify", "parse_shard", "VerifyReport", "STEPS"]
 
 EXPORT_FORMATS = ("onnx",)
 FIT_SECONDS_PER_YAML = 1800.0
@@ -64,7 +65,15 @@ def _python(python: str | None) -> str:
     return python
 
 
-def _base_spec(target, selection: Selection, steps: list, reasons: dict, one_scale: bool) -> Spec:
+def parse_shard(text: str) -> tuple:
+    """`K/N` (1 <= K <= N): the K-th of N shards, 1-based; UsageError (exit 2) otherwise."""
+    k, slash, n = str(text).partition("/")
+    if not (slash and k.strip().isdigit() and n.strip().isdigit() and 1 <= int(k) <= int(n)):
+        raise UsageError(f"--shard {text}: expected K/N with 1 <= K <= N (e.g. 1/4 ... 4/4)")
+    return int(k), int(n)
+
+
+def _base_spec(target, selection: Selection, steps: list, reasons: dict, one_scale: bool, shard: tuple) -> Spec:
     parser_module = target.parser_file[:-3].replace("/", ".")
     prefix = "yolov5." if target.flavour == "yolov5-pypi" else ""
     hyp = None
@@ -78,8 +87,8 @@ def _base_spec(target, selection: Selection, steps: list, reasons: dict, one_sca
                 version=target.version, package=parser_module.split(".")[0], parser_module=parser_module,
                 package_prefix=prefix, import_hint=import_hint(target), ddp_note=worker_note(target), hyp_file=hyp,
                 steps=tuple(steps), reasons=dict(reasons), yamls=tuple(selection.yamls), modules=dict(selection.modules),
-                new_module_files=tuple(selection.new_module_files),
-                shadow_check=target.flavour != "yolov5-upstream", one_scale=one_scale)
+                new_module_files=tuple(selection.new_module_files), task_stock=tuple(task_stock_models(target)),
+                shadow_check=target.flavour != "yolov5-upstream", one_scale=one_scale, shard=tuple(shard))
 
 
 def _relative(path: str, root: Path) -> str:
@@ -101,8 +110,9 @@ def _skipped_models(selection: Selection, reason: str) -> list:
 def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: str | None = None,
                python: str | None = None, recipe_dirs=(), progress: Callable[[str], None] | None = None,
                timeout: float = 1800.0, one_scale: bool = False, with_stock: bool = False,
-               fit: bool = False) -> VerifyReport:
-    """Verify the checkout at `repo`; raises RefusedError (exit 3) when there is nothing to verify."""
+               shard: tuple = (1, 1), fit: bool = False) -> VerifyReport:
+    """Verify the checkout at `repo`; raises RefusedError (exit 3) when there is nothing to verify.
+    shard (K, N): only models K, K + N, K + 2N, ... (1-based, in the order verify lists them)."""
     started = time.perf_counter()
     target = targets.detect(Path(repo))
     if manifest.journal_path(target.root).exists():
@@ -123,22 +133,28 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
 
     with tempfile.TemporaryDirectory(prefix="yolopatch-verify-") as tmp:
         work = Path(tmp)
-        base = _base_spec(target, selection, steps, reasons, one_scale)
+        base = _base_spec(target, selection, steps, reasons, one_scale, parse_shard(f"{shard[0]}/{shard[1]}"))
         runners = []
+
+        def pristine_runner(items) -> Runner:
+            """The stock fingerprints (and the import) of the pristine files, rebuilt in a scratch copy."""
+            copy = pristine_copy(target, state, work / "pristine")
+            spec = base.but(mode="stock", root=str(copy), shadow_check=False, yamls=(), stock=tuple(items),
+                            work_dir=str(work / "pristine-work"), result=str(work / "pristine-result.json"))
+            runner = Runner(interpreter, spec, runner_env(copy, work), work, "pristine")
+            runners.append(runner.start())
+            return runner
+
         try:
-            pristine = None
-            if "stock" in steps:
-                copy = pristine_copy(target, state, work / "pristine")
-                spec = base.but(mode="stock", root=str(copy), shadow_check=False, yamls=(), stock=tuple(stock_items),
-                                work_dir=str(work / "pristine-work"), result=str(work / "pristine-result.json"))
-                pristine = Runner(interpreter, spec, runner_env(copy, work), work, "pristine")
-                runners.append(pristine.start())
+            pristine = pristine_runner(stock_items) if "stock" in steps else None
             spec = base.but(stock=tuple(stock_items), work_dir=str(work / "verify-work"),
                             result=str(work / "verify-result.json"))
             (work / "verify-work").mkdir()
             main = Runner(interpreter, spec, runner_env(target.root, work), work, "verify", progress)
             runners.append(main.start())
             outcome = main.wait(timeout)
+            if pristine is None and state is not None and _import_failed(outcome):
+                pristine = pristine_runner(())   # does the stock checkout fail to import the same way?
             left = max(60.0, timeout - (time.perf_counter() - started))
             pristine_outcome = pristine.wait(left) if pristine else None
         finally:
@@ -148,6 +164,24 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
                            notes, timeout)
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _import_failed(outcome) -> bool:
+    return outcome.result is not None and outcome.result.checks.get("import", {}).get("status") == FAILED
+
+
+def _import_cause(message: str, pristine_outcome) -> dict:
+    """The import failed: does the pristine copy of the checkout fail to import the same way?"""
+    pristine = pristine_outcome.result if pristine_outcome is not None else None
+    if pristine is None:
+        why = "no pristine copy to compare with (no .yolopatch/ state)" if pristine_outcome is None else \
+            "the pristine copy's runner ended without a result"
+        return cause_record(PATCH, why, message)
+    theirs = pristine.checks.get("import", {})
+    if theirs.get("status") == FAILED and same_failure(message, theirs.get("message", "")):
+        return cause_record(ENVIRONMENT, f"the pristine files fail to import the same way: {theirs['message']}",
+                            message)
+    return cause_record(PATCH, "the pristine files import in this interpreter", message)
 
 
 def _assemble(target, interpreter, selection, steps, reasons, stock_items, outcome, pristine_outcome, notes,
@@ -165,6 +199,8 @@ def _assemble(target, interpreter, selection, steps, reasons, stock_items, outco
     else:
         info.update(python_version=result.runner.get("version"), torch=result.runner.get("torch"))
         checks["import"] = result.checks["import"]
+        if checks["import"]["status"] == FAILED:
+            checks["import"]["cause"] = _import_cause(checks["import"]["message"], pristine_outcome)
         notes = notes + list(result.notes)
         imported = checks["import"]["status"] == "passed"
         models = result.models if imported else _skipped_models(selection, "the checkout could not be imported")

@@ -17,8 +17,9 @@ RUNNER = Path(__file__).resolve().parent / "runner" / "__main__.py"
 
 
 def runner_env(import_root: Path, work: Path, base: dict | None = None) -> dict:
-    """The checkout first on PYTHONPATH, no bytecode written into it, every config and settings folder the
-    targets write to moved into the scratch folder, no network installs or downloads."""
+    """The user's environment with the checkout first on PYTHONPATH, no bytecode written into it, every
+    config and settings folder the targets write to moved into the scratch folder, no network installs or
+    downloads."""
     env = dict(os.environ if base is None else base)
     user_path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = os.pathsep.join([str(import_root)] + ([user_path] if user_path else []))
@@ -34,10 +35,9 @@ def runner_env(import_root: Path, work: Path, base: dict | None = None) -> dict:
         "YOLO_CONFIG_DIR": str(config),   # ultralytics settings.json, fonts
         "YOLOV5_CONFIG_DIR": str(config),  # yolov5 fonts and settings
         "MPLCONFIGDIR": str(work / "matplotlib"),
-        # Checkpoints pickle module objects; targets written before torch 2.6 call torch.load without
-        # weights_only and would be refused by the new default. Explicit weights_only=True still wins.
-        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
     })
+    # Nothing that changes how torch or the target behaves is set here (no TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD,
+    # no exporter choice): every step runs as the user's own command runs, with the user's own environment.
     env.pop("PYTHONSTARTUP", None)
     return env
 

@@ -52,25 +52,6 @@ def primary_tensor(output):
     return output
 
 
-@contextlib.contextmanager
-def torchscript_onnx_exporter():
-    """torch >= 2.9 exports with dynamo (which needs onnxscript) unless told otherwise; exporters written
-    before that expect the TorchScript exporter, so an export call that does not choose gets that one."""
-    original = torch.onnx.export
-    accepts = "dynamo" in inspect.signature(original).parameters
-
-    def export(*args, **kwargs):
-        if accepts:
-            kwargs.setdefault("dynamo", False)
-        return original(*args, **kwargs)
-
-    torch.onnx.export = export
-    try:
-        yield
-    finally:
-        torch.onnx.export = original
-
-
 _MISSING = object()
 
 
@@ -192,7 +173,12 @@ class Adapter:
     def loss(self, model, task: str, imgs, labels: dict):
         raise NotImplementedError
 
-    def save_checkpoint(self, model, path: Path) -> None:
+    def save_checkpoint(self, model, optimizer, path: Path) -> None:
+        """Write the checkpoint the target's trainer writes after an epoch."""
+        raise NotImplementedError
+
+    def finish_training(self, path: Path) -> None:
+        """What the target's trainer does with its checkpoints when training ends."""
         raise NotImplementedError
 
     def load_checkpoint(self, path: Path):
@@ -259,16 +245,25 @@ class Ultralytics(Adapter):
         holder = types.SimpleNamespace(model=model, args=model.args)
         return lambda preds, batch: trainer.criterion(holder, preds, batch)
 
-    def save_checkpoint(self, model, path: Path) -> None:
-        """Like the trainer: a half-precision deep copy of the model in a dict with the training args."""
-        saved = deepcopy(model)
-        saved.criterion = None  # the trainer saves an EMA copy that never computed a loss
+    def save_checkpoint(self, model, optimizer, path: Path) -> None:
+        """Like the trainer's save_model: half-precision copies of the model and of its EMA (the model itself
+        after one step), the optimizer state and the training arguments."""
+        ema = deepcopy(model)
+        ema.criterion = None  # the trainer strips the loss from what it saves
         args = getattr(model, "args", None)
         version = getattr(importlib.import_module("ultralytics"), "__version__", "")
-        ckpt = {"epoch": -1, "best_fitness": None, "model": saved.half(), "ema": None, "updates": 0,
-                "optimizer": None, "train_args": dict(vars(args)) if args is not None and hasattr(args, "__dict__") else {},
+        ckpt = {"epoch": 0, "best_fitness": None, "model": deepcopy(ema).half(), "ema": ema.half(), "updates": 1,
+                "optimizer": optimizer.state_dict() if optimizer is not None else None,
+                "train_args": dict(vars(args)) if args is not None and hasattr(args, "__dict__") else {},
                 "date": datetime.datetime.now().isoformat(), "version": version}
-        torch.save(ckpt, str(path))
+        torch.save(ckpt, str(path))   # the target's torch.save where it replaces it (8.1-8.2)
+
+    def finish_training(self, path: Path) -> None:
+        """The trainer's final_eval: strip_optimizer on the checkpoint (the EMA becomes the model, half
+        precision, no optimizer), with the release's own torch.load."""
+        strip = import_first("ultralytics.utils.torch_utils:strip_optimizer",
+                             "ultralytics.yolo.utils.torch_utils:strip_optimizer")
+        strip(str(path))
 
     def load_checkpoint(self, path: Path):
         loader = getattr(self.parser, "load_checkpoint", None) or getattr(self.parser, "attempt_load_one_weight")
@@ -276,13 +271,12 @@ class Ultralytics(Adapter):
         return model.float().eval()
 
     def export_onnx(self, checkpoint: Path, imgsz: tuple, kind: str) -> Path:
+        """`YOLO(best.pt).export(format="onnx")` (RTDETR for RT-DETR) with the release's own defaults: its
+        opset, its choice of exporter, its loader."""
         ultralytics = importlib.import_module("ultralytics")
         wrapper = getattr(ultralytics, "RTDETR") if kind == "rtdetr" else getattr(ultralytics, "YOLO")
-        # RT-DETR's grid_sample needs opset 16; releases before 8.3 derive a lower default from torch.
-        opset = {"opset": 17} if kind == "rtdetr" else {}
-        with torchscript_onnx_exporter():
-            out = wrapper(str(checkpoint)).export(format="onnx", imgsz=list(imgsz), simplify=False, dynamic=False,
-                                                 device="cpu", **opset)
+        out = wrapper(str(checkpoint)).export(format="onnx", imgsz=list(imgsz), simplify=False, dynamic=False,
+                                             device="cpu")
         return Path(out) if out else checkpoint.with_suffix(".onnx")
 
 
@@ -325,46 +319,29 @@ class Yolov5(Adapter):
             total, _ = importlib.import_module(f"{self.prefix}utils.loss").ComputeLoss(model)(preds, targets)
         return total.sum()
 
-    def save_checkpoint(self, model, path: Path) -> None:
-        """Like train.py: a half-precision deep copy of the model in a dict."""
-        ckpt = {"epoch": -1, "best_fitness": None, "model": deepcopy(model).half(), "ema": None, "updates": None,
-                "optimizer": None, "opt": {}, "date": datetime.datetime.now().isoformat()}
+    def save_checkpoint(self, model, optimizer, path: Path) -> None:
+        """Like train.py after an epoch: half-precision copies of the model and of its EMA (the model itself
+        after one step), the optimizer state, the options."""
+        ckpt = {"epoch": 0, "best_fitness": None, "model": deepcopy(model).half(), "ema": deepcopy(model).half(),
+                "updates": 1, "optimizer": optimizer.state_dict() if optimizer is not None else None, "opt": {},
+                "date": datetime.datetime.now().isoformat()}
         torch.save(ckpt, str(path))
 
-    @contextlib.contextmanager
-    def local_files_only(self):
-        """attempt_download() of some releases asks the Hugging Face hub about every path, even a local
-        file (and the yolov5 7.0.x package imports a huggingface_hub module newer releases removed): for a
-        file that exists it returns the path unchanged, which is what it would do offline anyway."""
-        modules = [importlib.import_module(f"{self.prefix}{name}") for name in ("utils.downloads", "models.experimental")]
-        saved = [(m, m.attempt_download) for m in modules if hasattr(m, "attempt_download")]
-
-        def attempt_download(file, *args, **kwargs):
-            if Path(str(file)).is_file():
-                return str(file)
-            return saved[0][1](file, *args, **kwargs)
-
-        for module, _ in saved:
-            module.attempt_download = attempt_download
-        try:
-            yield
-        finally:
-            for module, original in saved:
-                module.attempt_download = original
+    def finish_training(self, path: Path) -> None:
+        """The end of train.py: strip_optimizer on the checkpoint, with the release's own torch.load."""
+        importlib.import_module(f"{self.prefix}utils.general").strip_optimizer(str(path))
 
     def load_checkpoint(self, path: Path):
         attempt_load = importlib.import_module(f"{self.prefix}models.experimental").attempt_load
         kwargs = {"fuse": False} if "fuse" in inspect.signature(attempt_load).parameters else {}
-        with self.local_files_only():
-            return attempt_load(str(path), **kwargs).float().eval()
+        return attempt_load(str(path), **kwargs).float().eval()
 
     def export_onnx(self, checkpoint: Path, imgsz: tuple, kind: str) -> Path:
         try:
             exporter = importlib.import_module(f"{self.prefix}export")
         except ModuleNotFoundError:  # a checkout without export.py: plain torch.onnx, as export.py would do it
             return self._torch_onnx(checkpoint, imgsz)
-        with torchscript_onnx_exporter(), self.local_files_only():
-            exporter.run(weights=str(checkpoint), imgsz=list(imgsz), include=("onnx",), device="cpu")
+        exporter.run(weights=str(checkpoint), imgsz=list(imgsz), include=("onnx",), device="cpu")
         return checkpoint.with_suffix(".onnx")
 
     def _torch_onnx(self, checkpoint: Path, imgsz: tuple) -> Path:
@@ -373,9 +350,8 @@ class Yolov5(Adapter):
             if hasattr(module, "export") and type(module).__name__ in ("Detect", "Segment"):
                 module.export = True  # outputs the decoded boxes only
         path = checkpoint.with_suffix(".onnx")
-        with torchscript_onnx_exporter():
-            torch.onnx.export(model, torch.zeros(1, 3, *imgsz), str(path), opset_version=12, input_names=["images"],
-                              output_names=["output0"])
+        torch.onnx.export(model, torch.zeros(1, 3, *imgsz), str(path), opset_version=12, input_names=["images"],
+                          output_names=["output0"])
         return path
 
 

@@ -27,17 +27,23 @@ def _unpicklable(news: list) -> list:
     return culprits
 
 
-def save_for_reload(adapter, model, news: list, stem: str, folder: Path) -> dict:
-    """Write the checkpoint and the reference output of the model as it will be loaded (half -> float)."""
+def save_for_reload(adapter, model, optimizer, news: list, stem: str, folder: Path, describe) -> dict:
+    """Write the checkpoint as the target's trainer does, finish it as the trainer does when training ends
+    (strip_optimizer), and write the reference output of the model as it will be loaded (half -> float)."""
     folder.mkdir(parents=True, exist_ok=True)
     checkpoint, reference = folder / f"{stem}.pt", folder / f"{stem}.reference.pt"
     try:
-        adapter.save_checkpoint(model, checkpoint)
+        adapter.save_checkpoint(model, optimizer, checkpoint)
     except Exception as exc:
         checkpoint.unlink(missing_ok=True)
         culprits = _unpicklable(news)
-        reason = f"cannot pickle {', '.join(culprits)}" if culprits else f"{type(exc).__name__}: {exc}"
+        reason = f"cannot pickle {', '.join(culprits)}" if culprits else describe(exc)
         raise StepFailure(f"saving the checkpoint with torch.save failed: {reason}") from None
+    try:
+        adapter.finish_training(checkpoint)
+    except Exception as exc:
+        raise StepFailure(f"the end of training (the target's strip_optimizer on the saved checkpoint) failed: "
+                          f"{describe(exc)}") from None
     twin = deepcopy(model).half().float().eval()
     x = seeded_input(train_size(model), seed=3)
     outputs = {}

@@ -94,14 +94,14 @@ def stage_main(spec, ready: bool, import_record: dict) -> dict:
     from .trainers import make_trainer
 
     adapter = make_adapter(spec)
-    trainer = make_trainer(spec, adapter)
+    trainer = make_trainer(spec)
     if job["stage"] == "train":
         return _train(adapter, trainer, job)
     return _predict(trainer, job)
 
 
 def _train(adapter, trainer, job: dict) -> dict:
-    from .ladder import describe
+    from .messages import describe
     from .trainers import image_size
 
     folder, task = Path(job["folder"]), job["task"]
@@ -131,7 +131,7 @@ def _train(adapter, trainer, job: dict) -> dict:
 
 
 def _predict(trainer, job: dict) -> dict:
-    from .ladder import describe
+    from .messages import describe
 
     start = time.perf_counter()
     try:

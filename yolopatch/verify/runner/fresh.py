@@ -25,11 +25,11 @@ def _describe(exc: BaseException) -> str:
 class FreshInterpreter:
     """The parent's handle: start() at once, run(items) when the checkpoints are saved."""
 
-    def __init__(self, spec, entry: Path, work: Path, stock: tuple):
-        self.items_file, self.result_file = work / "reload-items.json", work / "reload-result.json"
+    def __init__(self, spec, entry: Path, work: Path, stock: tuple, tag=0):
+        self.items_file, self.result_file = work / f"reload-{tag}-items.json", work / f"reload-{tag}-result.json"
         child = spec.but(mode="reload", items_file=str(self.items_file), result=str(self.result_file), stock=stock,
                          yamls=(), shadow_check=False, parent_pid=os.getpid())
-        spec_path = work / "reload-spec.json"
+        spec_path = work / f"reload-{tag}-spec.json"
         spec_path.write_text(child.to_json(), encoding="utf-8")
         self.proc = subprocess.Popen([sys.executable, str(entry), str(spec_path)], cwd=os.getcwd(),
                                      stdin=subprocess.DEVNULL)

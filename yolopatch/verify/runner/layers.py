@@ -85,21 +85,33 @@ def new_modules(model, spec) -> list:
     return found
 
 
-class DeclaredChannels:
-    """Wrap the parser module's parse_model for one build and keep its final `ch` list: the output
-    channels parse_model recorded for every row, i.e. what each layer declared to the next ones."""
+class ParseWatch:
+    """Wrap the parser module's parse_model for one build and keep, from its own frame when it returns:
+    its final `ch` list (the output channels it recorded for every row, i.e. what each layer declared to
+    the next ones), the layers it made, and, when an exception escaped it, the row it was constructing
+    (`failed_row`: YAML row, module name, `from`)."""
 
     def __init__(self, parser_module):
         self.module = parser_module
         self.channels: list = []
+        self.layers = None
+        self.failed_row = None
 
     def __enter__(self):
         original = self.module.parse_model
         code = original.__code__
 
-        def profile(frame, event, _arg):
-            if event == "return" and frame.f_code is code:
-                self.channels = [int(c) for c in frame.f_locals.get("ch", []) if isinstance(c, int)]
+        def profile(frame, event, arg):
+            if event != "return" or frame.f_code is not code:
+                return
+            local = frame.f_locals
+            self.channels = [int(c) for c in local.get("ch", []) if isinstance(c, int)]
+            if isinstance(arg, tuple) and arg:      # returned (layers, save)
+                self.layers = arg[0]
+            elif "i" in local:                      # an exception left parse_model while it built row i
+                module = local.get("m")
+                name = getattr(module, "__name__", None) or str(module)
+                self.failed_row = (local["i"], name, local.get("f"))
 
         def wrapper(*args, **kwargs):
             previous = sys.getprofile()

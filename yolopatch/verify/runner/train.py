@@ -49,11 +49,15 @@ def _starved(news: list) -> list:
     return problems
 
 
-def train_step(adapter, model, task: str, news: list) -> str:
-    """One SGD step through the task's own loss; raises StepFailure naming what went wrong."""
+def optimizer_for(model):
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+
+
+def train_step(adapter, model, task: str, news: list, optimizer) -> str:
+    """One SGD step through the task's own loss; raises StepFailure naming what went wrong. The optimizer's
+    state is saved with the checkpoint, as the trainers save it."""
     model.train()
     imgs, labels = synthetic_batch(task, model)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
     value = _backward(adapter, model, task, imgs, labels)
     problems = _non_finite(news)
     if problems:

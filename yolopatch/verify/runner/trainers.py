@@ -8,7 +8,7 @@ YOLOv5 6.0-7.0:       train.run(cfg=yaml, data=..., weights="", epochs=1, ...) (
 Only arguments the release knows are passed (8.0.x has no `amp`, YOLOv5 6.0 no `noplots`): the rest keep
 the release's defaults, as in a user's run. Training runs on the CPU, so neither family's AMP check runs
 (it would download yolov8n.pt / yolov5n.pt); the runner's network block makes any other download fail at
-once instead of hanging.
+once instead of hanging. Nothing of the target is replaced: what fails here fails in the user's own run.
 """
 
 from __future__ import annotations
@@ -115,9 +115,8 @@ class UltralyticsTrainer:
 
 
 class Yolov5Trainer:
-    def __init__(self, spec, adapter):
+    def __init__(self, spec):
         self.spec = spec
-        self.adapter = adapter
         self.prefix = spec.package_prefix
         self.epoch_values = None
 
@@ -157,8 +156,7 @@ class Yolov5Trainer:
         arguments = {"cfg": str(yaml_path), "data": data, "weights": "", "imgsz": imgsz, "batch_size": BATCH,
                      "epochs": EPOCHS, "device": "cpu", "workers": 0, "project": str(folder / "runs"),
                      "name": "train", "exist_ok": True, "noplots": True}
-        with self.adapter.local_files_only():
-            train_module.run(**{k: v for k, v in arguments.items() if k in known})
+        train_module.run(**{k: v for k, v in arguments.items() if k in known})
         weights = folder / "runs" / "train" / "weights"
         return {"best": str(weights / "best.pt"), "last": str(weights / "last.pt"),
                 "loss_finite": finite([float(v) for v in self.epoch_values or ()]), "metrics": {}}
@@ -169,11 +167,10 @@ class Yolov5Trainer:
         known = set(inspect.signature(module.run).parameters)
         arguments = {"weights": str(best), "source": image, "imgsz": [imgsz, imgsz], "device": "cpu",
                      "nosave": True, "project": str(best.parent.parent / "predict"), "name": "exp", "exist_ok": True}
-        with self.adapter.local_files_only():
-            module.run(**{k: v for k, v in arguments.items() if k in known})
+        module.run(**{k: v for k, v in arguments.items() if k in known})
         where = "segment/predict.py" if task == "segment" else "detect.py"
         return f"{where} run(weights=best.pt, source=<image>)"
 
 
-def make_trainer(spec, adapter):
-    return Yolov5Trainer(spec, adapter) if spec.family == "yolov5" else UltralyticsTrainer(spec)
+def make_trainer(spec):
+    return Yolov5Trainer(spec) if spec.family == "yolov5" else UltralyticsTrainer(spec)
