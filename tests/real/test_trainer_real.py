@@ -58,6 +58,9 @@ def test_each_trainer_fault_is_caught_by_its_own_step(cli, tmp_path):
         assert steps["export"] == "not-run"
         message = models[name]["steps"][step]["message"]
         assert re.search(pattern, message), message
+        # the stock yolov8n passes the same step here: the patch is to blame, not the environment
+        cause = models[name]["steps"][step]["cause"]
+        assert cause["origin"] == "patch" and "passes" in cause["evidence"], cause
     assert sorted((f["model"], f["step"]) for f in report["failures"]) == sorted(
         (name, step) for name, step, _ in FAULTS.values())
     assert "fit     failed yolov8n-caching: EMA phase" in err
