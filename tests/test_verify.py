@@ -547,3 +547,46 @@ def test_shards_are_every_nth_model_from_k():
     assert shard(models, parse_shard("3/3")) == [3, 6, 9]
     parts = [shard(models, (k, 4)) for k in range(1, 5)]
     assert sorted(sum(parts, [])) == models and shard(models[:2], (4, 4)) == []   # disjoint, complete; may be empty
+
+
+def test_failing_rows_are_named_with_what_they_received():
+    """A row parse_model cannot construct is named from its own frame; a row whose forward raises is named
+    from the forward pre-hooks, with the shapes it received (YAML numbering, `from` made absolute)."""
+    import types
+
+    import torch
+
+    from yolopatch.verify.runner.layers import ParseWatch
+    from yolopatch.verify.runner.messages import describe
+    from yolopatch.verify.runner.rowtrace import RowTrace
+
+    class Concat(torch.nn.Module):
+        def forward(self, x):
+            return torch.cat(x, 1)
+
+    def parse_model(d, ch):
+        layers = []
+        for i, (f, n, m, args) in enumerate(d["backbone"]):
+            m = {"Identity": torch.nn.Identity, "Concat": Concat}[m]
+            m_ = m(*args)
+            m_.i, m_.f, m_.type = i, f, m.__name__
+            layers.append(m_)
+        return torch.nn.Sequential(*layers), []
+
+    parser = types.SimpleNamespace(parse_model=parse_model)
+    with ParseWatch(parser) as watch, RowTrace(watch) as trace, pytest.raises(KeyError) as failure:
+        parser.parse_model({"backbone": [[-1, 1, "Identity", []], [-1, 1, "Nope", []]]}, [3])
+    assert trace.explain(failure.value, describe).startswith("row 1 (Nope, from -1 = row 0) could not be built: "
+                                                              "KeyError: 'Nope'")
+    with ParseWatch(parser) as watch:
+        layers, _ = parser.parse_model({"backbone": [[-1, 1, "Identity", []], [-1, 1, "Identity", []],
+                                                     [[-1, 0], 1, "Concat", []]]}, [3])
+    assert watch.layers is layers and watch.failed_row is None
+    x = torch.zeros(1, 3, 8, 8)
+    with RowTrace(layers=layers) as trace, pytest.raises(RuntimeError) as failure:
+        y = x
+        for layer in layers:   # row 0's map stands in as a stride-2 one: the Concat of row 2 cannot join them
+            y = layer(y if layer.f == -1 else [y, torch.zeros(1, 3, 4, 4)])
+    message = trace.explain(failure.value, describe)
+    assert message.startswith("row 2 (Concat, from [-1, 0] = rows 1, 0) received [[1, 3, 8, 8], [1, 3, 4, 4]]: "
+                              "RuntimeError: Sizes of tensors must match"), message

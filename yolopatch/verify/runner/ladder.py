@@ -50,7 +50,8 @@ class ModelRun:
     def __init__(self, yaml, kind: str, scale, first_scale, steps, reasons: dict, quiet: bool = False):
         self.record = model_record(model_name(Path(yaml.path).stem, scale), yaml.path, scale, kind, yaml.source)
         self.d = None
-        self.quiet = quiet   # a stock run taken to tell environment from patch: no progress lines
+        self.quiet = quiet        # a stock run taken to tell environment from patch: no progress lines
+        self.unverified = None    # why verify does not build this model's task, if it does not
         wanted = set(steps)
         for step in MODEL_STEPS:
             if step not in wanted:
@@ -171,7 +172,7 @@ class Ladder:
             run.quiet = False
             entry = run.record["steps"]["names"]
             progress(f"names   {entry['status']:<6} {run.name}: {entry['message']} ({entry['seconds']:.1f}s)")
-            if getattr(run, "unverified", None):
+            if run.unverified:
                 notes[Path(run.record["yaml"]).name] = run.unverified
         self.notes.extend(f"{name} is not verified beyond its names: {why}" for name, why in notes.items())
 
