@@ -21,7 +21,7 @@ import torch
 from ..protocol import StepFailure
 from .adapters import primary_tensor
 from .layers import seeded_input, train_size, yaml_row
-from .train import synthetic_batch
+from .train import hold_stochastic_depth, synthetic_batch
 
 
 def low_precision() -> tuple:
@@ -136,6 +136,7 @@ def _to(labels, device):
 
 def _autocast_backward(adapter, model, task: str, news: list, device: str, dtype) -> float:
     model.train()
+    hold_stochastic_depth(model)   # a branch it drops gets no gradient, which is not a fault
     model.zero_grad(set_to_none=True)
     imgs, labels = synthetic_batch(task, model)
     if adapter.family != "yolov5":   # YOLOv5's loss makes its own targets, for both images

@@ -49,6 +49,17 @@ def _starved(news: list) -> list:
     return problems
 
 
+# Stochastic depth drops whole residual branches at random (ours, timm's DropPath, torchvision's
+# StochasticDepth): on a batch of two a dropped branch gets no gradient, which is not a fault.
+_STOCHASTIC_DEPTH = ("DropPath", "StochasticDepth")
+
+
+def hold_stochastic_depth(model) -> None:
+    for module in model.modules():
+        if type(module).__name__ in _STOCHASTIC_DEPTH:
+            module.eval()
+
+
 def optimizer_for(model):
     return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
 
@@ -57,6 +68,7 @@ def train_step(adapter, model, task: str, news: list, optimizer) -> str:
     """One SGD step through the task's own loss; raises StepFailure naming what went wrong. The optimizer's
     state is saved with the checkpoint, as the trainers save it."""
     model.train()
+    hold_stochastic_depth(model)
     imgs, labels = synthetic_batch(task, model)
     value = _backward(adapter, model, task, imgs, labels)
     problems = _non_finite(news)
