@@ -88,3 +88,49 @@ def test_fit_trains_validates_saves_and_predicts_with_the_targets_trainer(cli, t
     # the time per model is a benchmark figure (tests/fit_matrix.py), not a test condition
     print(f"verify --quick --fit yolov8n-mobilenetv4 on ultralytics {upstream.NEWEST_ULTRALYTICS}: {elapsed:.1f}s "
           f"(fit step {fit['seconds']:.1f}s)")
+
+
+# The stock model fused in a fresh interpreter (seeded weights, fixed input): its output, saved for comparison.
+FUSED_STOCK = """
+import sys, torch
+torch.set_num_threads(1)
+family, config, out = sys.argv[1:]
+if family == "ultralytics":
+    from ultralytics.nn.tasks import DetectionModel as Model
+else:
+    from yolov5.models.yolo import Model
+torch.manual_seed(0)
+model = Model(config).eval()
+model = model.fuse()
+x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(1))
+with torch.no_grad():
+    y = model(x)[0]
+torch.save(y, out)
+"""
+
+
+@pytest.mark.parametrize("family", ["ultralytics", "yolov5"])
+def test_patched_fuse_leaves_stock_models_bit_identical(cli, tmp_path, family):
+    """The patched fuse() folds only the added classes: the stock model fused in the patched checkout gives
+    exactly the bytes it gives in the pristine release."""
+    import subprocess
+    import sys
+
+    import torch
+
+    source = upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS) if family == "ultralytics" else \
+        upstream.pristine("yolov5", upstream.YOLOV5_PACKAGE)
+    root = upstream.fresh_copy(source, tmp_path / "repo")
+    assert cli("apply", "mobilenetv4", "slimneck", "--repo", root)[0] == 0
+    parser = root / ("ultralytics/nn/tasks.py" if family == "ultralytics" else "yolov5/models/yolo.py")
+    assert "fold_batchnorms(self.model, (" in parser.read_text(encoding="utf-8")
+    config = "yolov8n.yaml" if family == "ultralytics" else str(root / "yolov5" / "models" / "yolov5s.yaml")
+    outputs = []
+    for checkout in (source, root):
+        out = tmp_path / f"{len(outputs)}.pt"
+        done = subprocess.run([sys.executable, "-c", FUSED_STOCK, family, config, str(out)], cwd=tmp_path,
+                              env={**upstream.target_env(checkout), "YOLO_CONFIG_DIR": str(tmp_path / "config")},
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs.append(torch.load(out))
+    assert torch.equal(outputs[0], outputs[1])
