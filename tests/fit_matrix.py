@@ -2,7 +2,8 @@
 tests/real/test_trainer_real.py). For each release: a fresh copy, `apply` of the recipes, then
 `verify --quick --fit --one-scale` (every YAML the recipes wrote, at its first scale); with --tasks, the stock
 segment / pose / obb / classify / YOLO26 / RT-DETR configs a release ships (YOLOv5: its segmentation model). Prints one row per
-model: the fit step's result, its seconds (and the trainer's and predictor's share), and the machine's load.
+model: the fit step's result, its seconds (and the trainer's and predictor's share), the CPU time of its two
+interpreters (on one thread, about the wall time on an idle machine) and the machine's load.
 
 usage:
   python tests/fit_matrix.py                         # mobilenetv4 on the releases below
@@ -34,13 +35,13 @@ RELEASES = [f"ultralytics=={v}" for v in (upstream.OLDEST_ULTRALYTICS, upstream.
                                           upstream.NEWEST_ULTRALYTICS)] + ["yolov5==7.0.14"]
 # the stock configs --tasks adds (those the release ships), relative to the checkout
 STOCK_TASK_CONFIGS = {
-    "ultralytics": tuple(f"ultralytics/cfg/models/{c}" for c in (
+    "ultralytics": tuple(f"ultralytics/{folder}/{c}" for folder in ("cfg/models", "models") for c in (   # 8.0.x: models/
         "v8/yolov8-seg.yaml", "v8/yolov8-pose.yaml", "v8/yolov8-obb.yaml", "v8/yolov8-cls.yaml", "26/yolo26.yaml",
         "rt-detr/rtdetr-l.yaml")),
     "yolov5": ("yolov5/models/segment/yolov5s-seg.yaml",),
     "upstream": ("models/segment/yolov5s-seg.yaml",),
 }
-SPLIT = re.compile(r"\(([\d.]+)s training, ([\d.]+)s predicting\)")
+SPLIT = re.compile(r"\(([\d.]+)s training, ([\d.]+)s predicting; the two interpreters used ([\d.]+)s of CPU time\)")
 
 
 def checkout(spec: str) -> Path:
@@ -72,6 +73,7 @@ def rows_of(spec: str, report: dict) -> list:
         rows.append({"release": spec, "model": model["name"], "task": model["kind"], "fit": fit["status"],
                      "seconds": fit["seconds"], "train_seconds": float(split.group(1)) if split else None,
                      "predict_seconds": float(split.group(2)) if split else None,
+                     "cpu_seconds": float(split.group(3)) if split else None,
                      "message": fit["message"] if fit["status"] != "skipped" else
                      f"{failed[0]}: {model['steps'][failed[0]]['message']}" if failed else fit["message"]})
     return rows
@@ -98,10 +100,11 @@ def run_release(spec: str, recipes: list, tasks: bool) -> list:
 
 
 def table(rows: list) -> str:
-    lines = ["| release | model | task | fit | seconds | training | predicting |", "|---|---|---|---|---|---|---|"]
+    lines = ["| release | model | task | fit | seconds | training | predicting | CPU seconds |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['release']} | {r['model']} | {r.get('task', '')} | {r['fit']} | {r.get('seconds', '')} "
-                     f"| {r.get('train_seconds') or ''} | {r.get('predict_seconds') or ''} |")
+                     f"| {r.get('train_seconds') or ''} | {r.get('predict_seconds') or ''} | {r.get('cpu_seconds') or ''} |")
     failures = [f"{r['release']} {r['model']}: {r['message']}" for r in rows if r["fit"] != "passed"]
     return "\n".join(lines + ([""] + failures if failures else []))
 

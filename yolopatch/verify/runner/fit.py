@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -44,8 +45,9 @@ class Fitter:
                                      imgsz=trained["imgsz"]), folder)
         if predicted["status"] != PASSED:
             raise StepFailure(f"{PREDICT} phase: {predicted['message']}")
+        cpu = trained["cpu_seconds"] + predicted["cpu_seconds"]
         return f"{trained['message']}; {predicted['message']} in a fresh interpreter ({trained['seconds']:.1f}s " \
-               f"training, {predicted['seconds']:.1f}s predicting)"
+               f"training, {predicted['seconds']:.1f}s predicting; the two interpreters used {cpu:.1f}s of CPU time)"
 
     def _stage(self, job: dict, folder: Path) -> dict:
         stage = job["stage"]
@@ -57,6 +59,7 @@ class Fitter:
         spec_path.write_text(spec.to_json(), encoding="utf-8")
         log = folder / f"{stage}.log"
         phase = SETUP if stage == "train" else PREDICT
+        before = _children_cpu()
         with open(log, "wb") as out:
             try:
                 code = subprocess.run([sys.executable, str(self.entry), str(spec_path)], cwd=folder,
@@ -67,9 +70,16 @@ class Fitter:
         if result.is_file():
             outcome = RunnerOutput.from_json(result.read_text(encoding="utf-8")).fit
             if outcome:
-                return outcome
+                # the interpreter's whole CPU time (start-up and imports too): on one thread, about the wall
+                # time the stage takes on an idle machine
+                return dict(outcome, cpu_seconds=round(_children_cpu() - before, 2))
         return _failed(phase, f"its interpreter exited with code {code} without a result; last output: {_tail(log)}",
                        0.0)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _tail(log: Path, lines: int = 6) -> str:
