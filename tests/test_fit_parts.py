@@ -182,3 +182,32 @@ def test_a_phase_chosen_at_call_time_and_observed_hooks():
     assert phases.where_failed() == FINAL_EVAL
     phases.restore()
     assert Callbacks().run("x") == "x" and seen == ["on_fit_epoch_end"]
+
+
+def test_network_attempts_are_recorded_and_still_refused():
+    import socket
+
+    from yolopatch.verify.runner import env
+    from yolopatch.verify.runner.fit import _refused, network_attempts
+
+    saved = socket.socket.connect, socket.socket.connect_ex, socket.create_connection, socket.getaddrinfo
+    env.block_network()
+    try:
+        with network_attempts() as attempts:
+            with pytest.raises(OSError):
+                socket.getaddrinfo("github.com", 443)
+            with pytest.raises(OSError):
+                socket.create_connection(("ultralytics.com", 443))
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            with pytest.raises(OSError):
+                sock.connect(("192.0.2.1", 80))
+            sock.close()
+            local = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            with pytest.raises(OSError):
+                local.connect("/nonexistent/yolopatch.sock")    # not the network: passed through, not recorded
+            local.close()
+        assert attempts == ["github.com", "ultralytics.com:443", "192.0.2.1:80"]
+        assert _refused(attempts).startswith("; it tried to reach the network (github.com, ultralytics.com:443, ")
+        assert _refused([]) == ""
+    finally:
+        socket.socket.connect, socket.socket.connect_ex, socket.create_connection, socket.getaddrinfo = saved

@@ -82,6 +82,7 @@ def test_fit_trains_validates_saves_and_predicts_with_the_targets_trainer(cli, t
     assert fit["status"] == "passed", fit
     assert re.match(r"one epoch on 8 images \(boxes\) at 64 px, validated on 4, best\.pt saved \([\d.]+ MB\); "
                     r"YOLO\(best\.pt\)\.predict: \d+ detections in a fresh interpreter", fit["message"]), fit["message"]
+    assert "tried to reach the network" not in fit["message"]   # no download, no AMP-check weights, no hub
     assert {s for s, e in model["steps"].items() if e["status"] == "not-run"} == {"train", "amp", "fuse", "reload",
                                                                                  "export"}
     assert tree_snapshot(root) == before   # datasets, runs, settings and weights stay in verify's scratch folder

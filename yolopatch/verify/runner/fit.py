@@ -10,9 +10,11 @@ there. A failure names the trainer phase it happened in (phases.py).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -22,7 +24,8 @@ from ..protocol import FAILED, PASSED, RunnerOutput, StepFailure
 from .datasets import LABELS, TRAIN_IMAGES, VAL_IMAGES, write_dataset
 from .phases import EPOCH, PREDICT, SAVE, SETUP, Phases
 
-STAGE_TIMEOUT = 900.0   # seconds for one stage of one model (an n-scale model takes well under a minute)
+STAGE_TIMEOUT = 900.0
+_INTERNET = (socket.AF_INET, socket.AF_INET6)   # seconds for one stage of one model (an n-scale model takes well under a minute)
 
 
 # the ladder's side ----------------------------------------------------------------------------------------
@@ -46,8 +49,10 @@ class Fitter:
         if predicted["status"] != PASSED:
             raise StepFailure(f"{PREDICT} phase: {predicted['message']}")
         cpu = trained["cpu_seconds"] + predicted["cpu_seconds"]
+        attempts = list(dict.fromkeys(trained.get("network", []) + predicted.get("network", [])))
         return f"{trained['message']}; {predicted['message']} in a fresh interpreter ({trained['seconds']:.1f}s " \
-               f"training, {predicted['seconds']:.1f}s predicting; the two interpreters used {cpu:.1f}s of CPU time)"
+               f"training, {predicted['seconds']:.1f}s predicting; the two interpreters used {cpu:.1f}s of CPU " \
+               f"time){_refused(attempts)}"
 
     def _stage(self, job: dict, folder: Path) -> dict:
         stage = job["stage"]
@@ -95,6 +100,42 @@ def _failed(phase: str, message: str, seconds: float) -> dict:
 
 
 # the stage interpreters ------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def network_attempts():
+    """Record every connection attempt (the runner refuses them all: env.block_network), so that a stage can
+    say what the target tried to reach: a download the user's own run would make."""
+    attempts: list = []
+    saved = [(owner, name, getattr(owner, name)) for owner, name in (
+        (socket.socket, "connect"), (socket.socket, "connect_ex"), (socket, "create_connection"),
+        (socket, "getaddrinfo"))]
+
+    def recording(original, name):
+        def call(*args, **kwargs):
+            if name in ("connect", "connect_ex") and getattr(args[0], "family", None) not in _INTERNET:
+                return original(*args, **kwargs)   # a local (unix) socket
+            target = args[1] if name in ("connect", "connect_ex") and len(args) > 1 else args[0] if args else "?"
+            entry = f"{target[0]}:{target[1]}" if isinstance(target, tuple) and len(target) > 1 else str(target)
+            if entry not in attempts:
+                attempts.append(entry)
+            return original(*args, **kwargs)
+        return call
+
+    for owner, name, original in saved:
+        setattr(owner, name, recording(original, name))
+    try:
+        yield attempts
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+
+
+def _refused(attempts: list) -> str:
+    if not attempts:
+        return ""
+    return f"; it tried to reach the network ({', '.join(attempts[:4])}{' ...' if len(attempts) > 4 else ''}): " \
+           "refused, as every connection is while verify runs"
+
+
 def stage_main(spec, ready: bool, import_record: dict) -> dict:
     """Runner mode "fit": one stage of one model's fit, described by the job file `spec.items_file`."""
     job = json.loads(Path(spec.items_file).read_text(encoding="utf-8"))
@@ -118,15 +159,16 @@ def _train(adapter, trainer, job: dict) -> dict:
     phases = Phases(SETUP)
     start = time.perf_counter()
     imgsz = image_size(task, job["max_stride"])
-    try:
-        d = adapter.load_yaml(Path(job["yaml"]))
-        dataset = write_dataset(folder / "dataset", task, d.get("kpt_shape"))
-        yaml_path = trainer.model_yaml(Path(job["yaml"]), d, job["scale"], job["name"], folder)
-        outcome = trainer.train(yaml_path, task, dataset.data, imgsz, folder, phases)
-    except BaseException as exc:  # SystemExit too: YOLOv5's scripts exit on some errors
-        return _failed(phases.where_failed(), describe(exc), time.perf_counter() - start)
-    finally:
-        phases.restore()
+    with network_attempts() as attempts:
+        try:
+            d = adapter.load_yaml(Path(job["yaml"]))
+            dataset = write_dataset(folder / "dataset", task, d.get("kpt_shape"))
+            yaml_path = trainer.model_yaml(Path(job["yaml"]), d, job["scale"], job["name"], folder)
+            outcome = trainer.train(yaml_path, task, dataset.data, imgsz, folder, phases)
+        except BaseException as exc:  # SystemExit too: YOLOv5's scripts exit on some errors
+            return _failed(phases.where_failed(), describe(exc) + _refused(attempts), time.perf_counter() - start)
+        finally:
+            phases.restore()
     seconds = time.perf_counter() - start
     best = Path(outcome["best"])
     if not best.is_file():
@@ -137,15 +179,17 @@ def _train(adapter, trainer, job: dict) -> dict:
     return {"status": PASSED, "phase": "", "best": str(best), "image": dataset.sample_image, "imgsz": imgsz,
             "seconds": round(seconds, 2),
             "message": f"one epoch on {TRAIN_IMAGES} images ({LABELS.get(task, task)}) at {imgsz} px, validated on "
-                       f"{VAL_IMAGES}, best.pt saved ({size:.1f} MB)"}
+                       f"{VAL_IMAGES}, best.pt saved ({size:.1f} MB)", "network": attempts}
 
 
 def _predict(trainer, job: dict) -> dict:
     from .messages import describe
 
     start = time.perf_counter()
-    try:
-        message = trainer.predict(Path(job["best"]), job["task"], job["image"], int(job["imgsz"]))
-    except BaseException as exc:
-        return _failed(PREDICT, describe(exc), time.perf_counter() - start)
-    return {"status": PASSED, "phase": "", "message": message, "seconds": round(time.perf_counter() - start, 2)}
+    with network_attempts() as attempts:
+        try:
+            message = trainer.predict(Path(job["best"]), job["task"], job["image"], int(job["imgsz"]))
+        except BaseException as exc:
+            return _failed(PREDICT, describe(exc) + _refused(attempts), time.perf_counter() - start)
+    return {"status": PASSED, "phase": "", "message": message, "network": attempts,
+            "seconds": round(time.perf_counter() - start, 2)}
