@@ -24,8 +24,8 @@ from ..protocol import FAILED, PASSED, RunnerOutput, StepFailure
 from .datasets import LABELS, TRAIN_IMAGES, VAL_IMAGES, write_dataset
 from .phases import EPOCH, PREDICT, SAVE, SETUP, Phases
 
-STAGE_TIMEOUT = 900.0
-_INTERNET = (socket.AF_INET, socket.AF_INET6)   # seconds for one stage of one model (an n-scale model takes well under a minute)
+STAGE_TIMEOUT = 900.0   # seconds for one stage of one model (an n-scale model takes well under a minute)
+_INTERNET = (socket.AF_INET, socket.AF_INET6)
 
 
 # the ladder's side ----------------------------------------------------------------------------------------
