@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import resource
 import socket
 import subprocess
 import sys
@@ -83,6 +82,11 @@ class Fitter:
 
 
 def _children_cpu() -> float:
+    """CPU seconds of the finished child processes (0 where the platform has no `resource`: Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
