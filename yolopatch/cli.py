@@ -297,13 +297,15 @@ def demo(recipe: str, keep: Path | None) -> None:
 @click.option("--python", "python", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The target's interpreter (default: the one running yolopatch).")
 @click.option("--one-scale", is_flag=True, help="Only the first scale each YAML declares (faster).")
+@click.option("--fit", is_flag=True, help="Also train one epoch with the target's own trainer on a small synthetic "
+                                         "dataset, then predict with best.pt in a fresh interpreter.")
 @click.option("--locked", is_flag=True, help="Also fail when parameters, GFLOPs (> 0.1) or strides differ from "
                                             "yolopatch.lock.")
 @click.option("--shard", default="1/1", show_default=True, metavar="K/N",
               help="Only models K, K+N, K+2N, ... (1-based, in the order verify lists them): one CI job of N.")
 @click.pass_obj
 def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool, export, python, one_scale: bool,
-           locked: bool, shard: str) -> None:
+           fit: bool, locked: bool, shard: str) -> None:
     """Prove the patched checkout imports, builds, trains a step, reloads and exports (exit 4 on a failure,
     5 when the stock model fails the same way)."""
     from .errors import EnvironmentFailure, VerifyError
@@ -316,7 +318,8 @@ def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool
 
         pinned = lockfile.read(targets.detect(repo).root).models
     report = run_verify(repo, recipe_names, yaml_files, quick=quick, export=export, python=python,
-                        recipe_dirs=_with_local(obj["recipe_dirs"], repo), progress=_say, one_scale=one_scale, shard=shard_k_n)
+                        recipe_dirs=_with_local(obj["recipe_dirs"], repo), progress=_say, one_scale=one_scale,
+                        shard=shard_k_n, fit=fit)
     click.echo(report.to_json() if as_json else report.table())
     if not report.passed:
         raise (EnvironmentFailure if report.exit_code == 5 else VerifyError)(report.failure_summary())

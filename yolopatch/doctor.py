@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from . import manifest, targets
+from .ddp import worker_problems
 from .engine import edited_files
 from .errors import YolopatchError
 from .run_hint import import_hint
@@ -63,6 +64,7 @@ def diagnose(repo: Path, python: str | None = None) -> dict:
             report["problems"].append(f"`import {package}` loads {found}, not the patched {checkout}: a site-packages "
                                       f"copy shadows the checkout (the usual cause of `KeyError` in parse_model); "
                                       f"to fix it: {hint}")
+        report["problems"].extend(worker_problems(target, found, checkout))
     report["state"] = _state_health(target)
     if report["state"]["problem"]:
         report["problems"].append(report["state"]["problem"])

@@ -11,7 +11,7 @@ from typing import Callable
 
 from . import roles
 from .engine import PlannedFile
-from .edits.parser_file import SUPPORT_MODULE, ParserPatch, apply_patch
+from .edits.parser_file import FUSE_MODULE, SUPPORT_MODULE, ParserPatch, apply_patch
 from .errors import RefusedError
 from .names import resolvable
 from .recipes import Recipe, check_supported
@@ -93,6 +93,9 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
     if patch.needs_multi_output:
         support = f"{SUPPORT_MODULE}.py"
         add(f"{target.modules_dir}/{support}", (runtime_dir() / support).read_bytes())
+    if patch.imports:   # the target's fuse() folds the added modules' conv+BN pairs with it
+        folding = f"{FUSE_MODULE}.py"
+        add(f"{target.modules_dir}/{folding}", (runtime_dir() / folding).read_bytes())
     parser_source = pristine(target.parser_file)
     _refuse_taken_names(recipes, target, parser_source, pristine)
     patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)

@@ -41,7 +41,7 @@ def by_name(report: dict) -> dict:
 
 
 def assert_full_ladder(model: dict, export: bool) -> None:
-    expected = {"names", "build", "shapes", "figures", "train", "reload"} | ({"export"} if export else set())
+    expected = {"names", "build", "shapes", "figures", "train", "amp", "fuse", "reload"} | ({"export"} if export else set())
     got = statuses(model)
     assert {s for s, v in got.items() if v == "passed"} == expected, model["steps"]
 
@@ -62,8 +62,9 @@ def test_ultralytics_newest_toy_passes_every_step(cli, tmp_path):
         assert models[name]["params"] == TOY_PARAMS[name]
         assert models[name]["new_modules"] == ["ToyBackbone (row 0)"]
     assert statuses(models["yolov8x-toy"]) == {"names": "passed", "build": "passed", "shapes": "passed",
-                                               "figures": "passed", "train": "not-run", "reload": "not-run",
-                                               "export": "not-run"}
+                                               "figures": "passed", "train": "not-run", "amp": "not-run",
+                                               "fuse": "not-run", "reload": "not-run", "export": "not-run",
+                                               "fit": "not-run"}
     assert [m["params"] for m in report["models"] if m["kind"] == "detect"] == sorted(
         m["params"] for m in report["models"] if m["kind"] == "detect")  # n < s < m < l < x
     assert models["yolov8n-toy"]["gflops"] == pytest.approx(5.98, abs=0.05)

@@ -19,7 +19,7 @@ from lookalikes import tree_snapshot, tutorial_task_yaml
 pytestmark = pytest.mark.real
 
 PROBE = Path(__file__).resolve().parents[2] / "yolopatch" / "probe.py"
-LADDER = ("names", "build", "shapes", "figures", "train", "reload")
+LADDER = ("names", "build", "shapes", "figures", "train", "amp", "fuse", "reload")
 
 
 def patched_copy(version: str, tmp_path: Path, recipe: str = "mobilenetv4") -> Path:

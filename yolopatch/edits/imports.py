@@ -77,11 +77,13 @@ class ImportNames(Edit):
 
     @classmethod
     def for_patch(cls, patch, import_prefix: str) -> list:
-        from .parser_file import SUPPORT_MODULE, SUPPORT_NAMES
+        from .parser_file import FUSE_MODULE, FUSE_NAMES, SUPPORT_MODULE, SUPPORT_NAMES
 
         edits = [cls(dotted, names) for dotted, names in patch.imports]
         if patch.needs_multi_output:
             edits.append(cls(f"{import_prefix}.{SUPPORT_MODULE}", SUPPORT_NAMES))
+        if patch.imports:
+            edits.append(cls(f"{import_prefix}.{FUSE_MODULE}", FUSE_NAMES))
         return edits
 
     @classmethod

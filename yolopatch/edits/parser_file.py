@@ -21,6 +21,8 @@ from .registry import SCOPES, parser_edits
 
 SUPPORT_MODULE = "yolopatch_support"
 SUPPORT_NAMES = ("claim_backbone_rows", "route_backbone_levels")
+FUSE_MODULE = "yolopatch_fuse"   # conv + BatchNorm folding of the added modules, for fuse() (edits/fuse.py)
+FUSE_NAMES = ("fold_batchnorms",)
 # A class member is indented: it is parsed as the body of this class, which is then cut off again.
 _WRAPPER = b"class _yolopatch_piece:"
 
@@ -91,6 +93,12 @@ def _apply_to_pieces(source: bytes, pieces: Pieces, patch: ParserPatch, file: st
                 raise AnchorMissing(file, MISSING_LOOP)
             for piece in pieces.loops:
                 edited.append((piece, _edit_piece(source, piece, scoped, file, config)))
+            continue
+        if scope == "fuse":
+            for piece in pieces.fuse:
+                edited.append((piece, _edit_piece(source, piece, scoped, file, config)))
+            if not pieces.fuse:   # no fuse() to extend: its edit classifies the empty tree as nothing to do
+                _edit_module(cst.parse_module(b"", config=config), scoped, file)
             continue
         piece = pieces.header if scope == "header" else pieces.parse_model
         if piece is None:  # no parse_model: its edits report the missing anchor

@@ -5,13 +5,14 @@ for the same first reason)."""
 from __future__ import annotations
 
 from .branches import RoleBranch
+from .fuse import FoldNewBatchNorms
 from .imports import ImportNames
 from .loops import ForwardLoopStatement
 from .parse_model import JoinModuleSet
 from .rows import RowNumbering
 
-REGISTRY = (ImportNames, JoinModuleSet, RoleBranch, RowNumbering, ForwardLoopStatement)
-SCOPES = ("header", "parse_model", "loops")
+REGISTRY = (ImportNames, JoinModuleSet, RoleBranch, RowNumbering, ForwardLoopStatement, FoldNewBatchNorms)
+SCOPES = ("header", "parse_model", "loops", "fuse")
 
 
 def parser_edits(patch, import_prefix: str) -> list:

@@ -18,10 +18,11 @@ from typing import Callable
 from .. import manifest, targets
 from ..engine import edited_files
 from ..errors import RefusedError, UsageError
+from ..ddp import worker_note
 from ..run_hint import import_hint
 from . import stock
 from .process import Runner, runner_env
-from .protocol import FAILED, MODEL_STEPS, QUICK_STEPS, SKIPPED, STEPS, Spec, model_record, step_record
+from .protocol import FAILED, MODEL_STEPS, ON_REQUEST, QUICK_STEPS, SKIPPED, STEPS, Spec, model_record, step_record
 from .report import VerifyReport
 from .runner.causes import ENVIRONMENT, PATCH, cause_record, same_failure
 from .scratch import pristine_copy
@@ -30,13 +31,15 @@ from .selection import Selection, model_task, select, stock_models, task_stock_m
 __all__ = ["run_verify", "parse_shard", "VerifyReport", "STEPS"]
 
 EXPORT_FORMATS = ("onnx",)
+FIT_SECONDS_PER_YAML = 1800.0
 
 
-def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: bool = False) -> tuple:
-    """(steps to run, reason for each step left out); with_stock keeps the stock check in a quick run."""
+def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: bool = False, fit: bool = False) -> tuple:
+    """(steps to run, reason for each step left out); with_stock keeps the stock check in a quick run; fit adds
+    the trainer's epoch (`--fit`), with or without --quick."""
     reasons = {}
     quick_steps = QUICK_STEPS + (("stock",) if with_stock else ())
-    steps = [s for s in STEPS if s in quick_steps] if quick else [s for s in STEPS if s != "export"]
+    steps = [s for s in STEPS if s in quick_steps] if quick else [s for s in STEPS if s not in ON_REQUEST]
     for step in STEPS:
         if quick and step not in quick_steps:
             reasons[step] = "not run with --quick"
@@ -44,6 +47,10 @@ def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: boo
         steps.append("export")
     elif not quick:
         reasons["export"] = "not requested (--export onnx)"
+    if fit:
+        steps.append("fit")
+    else:
+        reasons["fit"] = "not requested (--fit)"
     if not has_state and "stock" in steps:
         steps.remove("stock")
         reasons["stock"] = "no .yolopatch/ state: the pristine files are unknown (checkout patched by hand?)"
@@ -78,8 +85,8 @@ def _base_spec(target, selection: Selection, steps: list, reasons: dict, one_sca
                 break
     return Spec(mode="verify", root=str(target.root), family=target.family, flavour=target.flavour,
                 version=target.version, package=parser_module.split(".")[0], parser_module=parser_module,
-                package_prefix=prefix, import_hint=import_hint(target), hyp_file=hyp, steps=tuple(steps),
-                reasons=dict(reasons), yamls=tuple(selection.yamls), modules=dict(selection.modules),
+                package_prefix=prefix, import_hint=import_hint(target), ddp_note=worker_note(target), hyp_file=hyp,
+                steps=tuple(steps), reasons=dict(reasons), yamls=tuple(selection.yamls), modules=dict(selection.modules),
                 new_module_files=tuple(selection.new_module_files), task_stock=tuple(task_stock_models(target)),
                 shadow_check=target.flavour != "yolov5-upstream", one_scale=one_scale, shard=tuple(shard))
 
@@ -103,7 +110,7 @@ def _skipped_models(selection: Selection, reason: str) -> list:
 def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: str | None = None,
                python: str | None = None, recipe_dirs=(), progress: Callable[[str], None] | None = None,
                timeout: float = 1800.0, one_scale: bool = False, with_stock: bool = False,
-               shard: tuple = (1, 1)) -> VerifyReport:
+               shard: tuple = (1, 1), fit: bool = False) -> VerifyReport:
     """Verify the checkout at `repo`; raises RefusedError (exit 3) when there is nothing to verify.
     shard (K, N): only models K, K + N, K + 2N, ... (1-based, in the order verify lists them)."""
     started = time.perf_counter()
@@ -115,7 +122,9 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
     state = manifest.load(target.root)
     selection = select(target, state, list(recipes), [Path(y) for y in yamls], tuple(Path(d) for d in recipe_dirs))
     interpreter = _python(python)
-    steps, reasons = plan_steps(quick, export, state is not None, with_stock)
+    steps, reasons = plan_steps(quick, export, state is not None, with_stock, fit)
+    if fit:   # two trainer stages per YAML (first scale), each allowed its own time limit (runner/fit.py)
+        timeout += FIT_SECONDS_PER_YAML * len(selection.yamls)
     notes = list(selection.notes)
     if state is not None and edited_files(target.root, state):
         notes.append(f"files changed since yolopatch wrote them: {', '.join(sorted(edited_files(target.root, state)))}"

@@ -16,16 +16,18 @@ from dataclasses import asdict, dataclass, field, fields, replace
 PROGRESS_PREFIX = "@yolopatch-verify "
 
 # The ladder, cheapest first. Target-level steps run once per checkout, model steps once per model.
-STEPS = ("import", "names", "build", "shapes", "stock", "figures", "train", "reload", "export")
+STEPS = ("import", "names", "build", "shapes", "stock", "figures", "train", "amp", "fuse", "reload", "export", "fit")
 TARGET_STEPS = ("import", "stock")
-MODEL_STEPS = ("names", "build", "shapes", "figures", "train", "reload", "export")
+MODEL_STEPS = ("names", "build", "shapes", "figures", "train", "amp", "fuse", "reload", "export", "fit")
 QUICK_STEPS = ("import", "names", "build", "shapes", "figures")
-FIRST_SCALE_ONLY = ("train", "reload", "export")   # they exercise module code, which does not change with scale
+ON_REQUEST = ("export", "fit")   # only with --export onnx / --fit
+# they exercise module code, which does not change with scale
+FIRST_SCALE_ONLY = ("train", "amp", "fuse", "reload", "export", "fit")
 
 PASSED, FAILED, SKIPPED, NOT_RUN = "passed", "failed", "skipped", "not-run"
 STATUSES = (PASSED, FAILED, SKIPPED, NOT_RUN)
 
-MODES = ("verify", "stock", "reload")
+MODES = ("verify", "stock", "reload", "fit")   # fit: one stage (train / predict) of `verify --fit` for one model
 
 # Tasks verify knows, and the head module (last YAML row) that marks each. A head class derived from one of
 # these (a recipe's own head) has its base's task. World / YOLOE (text-conditioned) and the YOLO26 depth and
@@ -119,6 +121,7 @@ class Spec:
     parser_module: str               # ultralytics.nn.tasks | yolov5.models.yolo | models.yolo
     package_prefix: str = ""         # "yolov5." for the PyPI layout
     import_hint: str = ""            # the one line that makes Python import this checkout (run_hint)
+    ddp_note: str = ""               # why multi-GPU workers would import another copy (ddp.worker_note), or ""
     hyp_file: str | None = None      # YOLOv5 hyperparameters (hyp.scratch-low.yaml)
     steps: tuple = ()
     reasons: dict = field(default_factory=dict)     # step -> why it is not run
@@ -166,6 +169,7 @@ class RunnerOutput:
     runner: {"python", "version", "torch", "threads"} of the interpreter · checks: {"import": step record}
     notes: warnings · stock: stock model name -> fingerprint {"params", "digest", "checksum", "output_shape"}
     or {"error"} · models: model records (model_record) · reload (reload mode only): model name -> step record
+    fit (fit mode only): the stage's outcome
     """
     runner: dict = field(default_factory=dict)
     checks: dict = field(default_factory=dict)
@@ -173,6 +177,7 @@ class RunnerOutput:
     stock: dict = field(default_factory=dict)
     models: list = field(default_factory=list)
     reload: dict = field(default_factory=dict)
+    fit: dict = field(default_factory=dict)        # fit mode: {"status", "phase", "message", "seconds", ...}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1)

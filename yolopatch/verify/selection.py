@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import recipes as recipe_store
-from ..edits.parser_file import SUPPORT_MODULE
+from ..edits.parser_file import FUSE_MODULE, SUPPORT_MODULE
 from ..errors import RefusedError, UsageError
 from ..manifest import State
 from ..targets import Target
@@ -87,7 +87,7 @@ def _module_files(target: Target, state: State) -> list:
     for rel, record in sorted(state.files.items()):
         folder, _, name = rel.rpartition("/")
         if record.kind == "create" and folder == target.modules_dir and name.endswith(".py") \
-                and name != f"{SUPPORT_MODULE}.py":
+                and name not in (f"{SUPPORT_MODULE}.py", f"{FUSE_MODULE}.py"):
             dotted.append(f"{target.import_prefix}.{name[:-3]}")
     return dotted
 

@@ -66,12 +66,13 @@ def _row_set_error(actual, expected) -> float:
     return max(float(distance.min(1).values.max()), float(distance.min(0).values.max()))
 
 
-def compare(actual, expected, what: str, tolerance: float, unordered_rows: bool = False) -> str:
+def compare(actual, expected, what: str, tolerance: float, unordered_rows: bool = False,
+            reference: str = "the saved model") -> str:
     if tuple(actual.shape) != tuple(expected.shape):
-        raise StepFailure(f"{what} has shape {tuple(actual.shape)}, the saved model gives {tuple(expected.shape)}")
+        raise StepFailure(f"{what} has shape {tuple(actual.shape)}, {reference} gives {tuple(expected.shape)}")
     actual, expected = actual.float(), expected.float()
     if not bool(torch.equal(actual.isfinite(), expected.isfinite())):
-        raise StepFailure(f"{what} has non-finite values where the saved model's output has none, or the reverse")
+        raise StepFailure(f"{what} has non-finite values where {reference}'s output has none, or the reverse")
     actual, expected = actual.nan_to_num(), expected.nan_to_num()
     scale = 1.0 + float(expected.abs().max()) if expected.numel() else 1.0
     if not expected.numel():
@@ -81,7 +82,7 @@ def compare(actual, expected, what: str, tolerance: float, unordered_rows: bool 
     else:
         error = float((actual - expected).abs().max())
     if error > tolerance * scale:
-        raise StepFailure(f"{what} differs from the saved model's output: max abs difference {error:.3g} "
+        raise StepFailure(f"{what} differs from {reference}'s output: max abs difference {error:.3g} "
                           f"(allowed {tolerance * scale:.3g})")
     return f"max abs difference {error:.2g} over {expected.numel()} values"
 

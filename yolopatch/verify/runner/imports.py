@@ -72,6 +72,8 @@ class ImportCheck:
                 self.notes.append(f"without PYTHONPATH, `import {self.package}` in {sys.executable} loads "
                                   f"{plain or 'nothing'} instead of this checkout ({origin}): your own runs would not "
                                   f"use the patched code; {self.fix_hint()}")
+                if self.spec.ddp_note:
+                    self.notes.append(f"{self.spec.ddp_note} ({plain or 'none'}); {self.fix_hint()}")
         try:
             parser = importlib.import_module(self.spec.parser_module)
         except Exception as exc:

@@ -17,10 +17,13 @@ import torch
 from ..protocol import FAILED, FIRST_SCALE_ONLY, HEAD_TASKS, MODEL_STEPS, NOT_RUN, PASSED, SKIPPED, StepFailure, \
     model_record, step_record
 from .adapters import make_adapter
+from .amp import amp_step
 from .checkpoint import export_one, save_for_reload
 from .env import progress
 from .figures import gflops, parameter_count
+from .fit import Fitter
 from .fingerprints import fingerprints
+from .fuse import fuse_step
 from .fresh import FreshInterpreter
 from .layers import ParseWatch, new_modules
 from .messages import describe
@@ -226,6 +229,9 @@ class Ladder:
                     return
             if run.pending("reload"):
                 self._save(run, state, position)
+            # after the reload checkpoint is saved: amp leaves BatchNorm statistics moved, fuse folds the model
+            run.attempt("amp", lambda: amp_step(self.adapter, state["model"], run.record["kind"], state["news"]))
+            run.attempt("fuse", lambda: fuse_step(state["model"], state["news"], run.record["kind"]))
         finally:
             state.clear()
             gc.collect()
@@ -259,6 +265,15 @@ class Ladder:
             if run.name in self.saved:
                 run.attempt("export", lambda: export_one(self.adapter, self.saved[run.name], run.record["kind"]))
 
+    # --fit: the target's own trainer, one model at a time ---------------------------------------------------
+    def fit(self, runs: list, start: int = 0) -> None:
+        fitter = Fitter(self.spec, self.entry, self.work)
+        for position, run in enumerate(runs):
+            if run.pending("fit"):
+                if not run.quiet:
+                    progress(f"fit     {run.name}: training one epoch with the target's trainer ...")
+                run.attempt("fit", lambda: fitter.fit(run, start + position))
+
     def climb_all(self, runs: list, stock_items=()) -> dict:
         """Steps 3-9 for `runs`; returns the stock fingerprints the fresh interpreter took (if asked)."""
         wanted = {step for run in runs for step, entry in run.record["steps"].items() if entry["status"] == PENDING}
@@ -278,6 +293,7 @@ class Ladder:
             if fresh is not None:
                 fresh.cancel()
         self.export(runs)
+        self.fit(runs, start)
         for run in runs:
             run.skip_rest("not reached")
         return stock

@@ -83,6 +83,10 @@ def main(spec_path: str) -> int:
     output = RunnerOutput(runner=runner, checks={"import": import_record}, notes=notes)
     if spec.mode == "reload":
         output = _reload_mode(spec, ready, import_record)
+    elif spec.mode == "fit":
+        from .fit import stage_main
+
+        output.fit = stage_main(spec, ready, import_record)
     elif ready and spec.mode == "verify":
         from .ladder import Ladder
 

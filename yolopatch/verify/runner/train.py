@@ -54,7 +54,7 @@ def _starved(news: list) -> list:
 _STOCHASTIC_DEPTH = ("DropPath", "StochasticDepth")
 
 
-def _hold_stochastic_depth(model) -> None:
+def hold_stochastic_depth(model) -> None:
     for module in model.modules():
         if type(module).__name__ in _STOCHASTIC_DEPTH:
             module.eval()
@@ -68,7 +68,7 @@ def train_step(adapter, model, task: str, news: list, optimizer) -> str:
     """One SGD step through the task's own loss; raises StepFailure naming what went wrong. The optimizer's
     state is saved with the checkpoint, as the trainers save it."""
     model.train()
-    _hold_stochastic_depth(model)
+    hold_stochastic_depth(model)
     imgs, labels = synthetic_batch(task, model)
     value = _backward(adapter, model, task, imgs, labels)
     problems = _non_finite(news)
