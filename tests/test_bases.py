@@ -204,10 +204,10 @@ def test_verify_selects_the_derived_yamls_of_each_recipe(run, target):
     found = targets.detect(target)
     state = manifest.load(found.root)
     chosen = select(found, state, ["toyneck"], [], (DERIVE_RECIPES,))
-    assert sorted(y["path"].rsplit("/", 1)[1] for y in chosen.yamls) == [
+    assert sorted(y.path.rsplit("/", 1)[1] for y in chosen.yamls) == [
         "toy8-pose-toybone-toyneck.yaml", "toy8-pose-toyneck.yaml", "toy8-toybone-toyneck.yaml", "toy8-toyneck.yaml"]
     chosen = select(found, state, [], [], (DERIVE_RECIPES,))
-    assert len(chosen.yamls) == 6 and {y["source"] for y in chosen.yamls} == {"toybone", "toyneck"}
+    assert len(chosen.yamls) == 6 and {y.source for y in chosen.yamls} == {"toybone", "toyneck"}
     code, out, _ = run("status", "--repo", target, "--json")
     assert json.loads(out)["bases"] == ["toy8", "toy8-pose"]
 
