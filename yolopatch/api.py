@@ -93,6 +93,8 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
         from .bases import merge_names
 
         chosen = merge_names(old.bases if old else [], list(bases))
+        if not chosen:
+            _refuse_derive_only(requested, target.family)
         strict = [r.name for r in requested or already] if bases else []
         transition, derived = _plan(target, old, list(wanted.values()), force, "apply", chosen, strict)
         names_text = ", ".join(sorted(r.name for r in requested or already))
@@ -100,6 +102,14 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
         if derived is not None:
             result.message += _derived_note(derived)
         return result
+
+
+def _refuse_derive_only(requested: list[Recipe], family: str) -> None:
+    """A recipe that writes nothing of its own (p2: YAMLs derived from stock configs only) needs --base."""
+    for recipe in requested:
+        if not recipe.files and not recipe.yamls_for(family):
+            raise UsageError(f"recipe {recipe.name} only derives YAMLs from the checkout's stock configs: add "
+                             "--base NAME (`yolopatch bases` lists them) or --base all")
 
 
 def _derived_note(derived) -> str:

@@ -100,9 +100,10 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
         add(f"{target.modules_dir}/{folding}", (runtime_dir() / folding).read_bytes())
     parser_source = pristine(target.parser_file)
     _refuse_taken_names(recipes, target, parser_source, pristine)
-    patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)
-    _check_output(patched, target)
-    add(target.parser_file, patched, modifies=True)
+    if any(recipe.modules for recipe in recipes):  # YAML-only recipes (p2) leave the parser file as it is
+        patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)
+        _check_output(patched, target)
+        add(target.parser_file, patched, modifies=True)
     backbones = _backbone_choices(recipes, target.family)
     for recipe in recipes:
         for spec in recipe.yamls_for(target.family):

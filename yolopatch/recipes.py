@@ -207,13 +207,15 @@ def load_recipe(folder: Path) -> Recipe:
         if not rel[:-3].isidentifier() or keyword.iskeyword(rel[:-3]):
             raise _fail(folder, f"file {rel!r}: its name is imported as a module, so it must be a Python identifier")
     modules = tuple(_parse_module(folder, m, files) for m in raw.get("modules", []))
-    if not modules:
-        raise _fail(folder, "declares no [[modules]]")
+    if not modules and raw.get("derive") is None:  # a YAML-only recipe (p2) says what it derives instead
+        raise _fail(folder, "declares no [[modules]] (a recipe that only derives YAMLs declares a [derive] table)")
     yamls = tuple(_parse_yaml(folder, y) for y in raw.get("yamls", []))
     try:
         derive = parse_derive(raw.get("derive"), modules)
     except SchemaError as exc:
         raise _fail(folder, str(exc)) from None
+    if not modules and derive.kind == "none":
+        raise _fail(folder, "declares no [[modules]] and derives nothing: it would never write a file")
     return Recipe(
         name=name, version=str(raw.get("version", "0")), summary=str(raw.get("summary", "")),
         paper=str(raw.get("paper", "")), targets=targets,

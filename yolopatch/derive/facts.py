@@ -3,7 +3,10 @@
 Exactly one of:
   backbone = { module = "MobileNetV4ConvSmall", args = [] }     replace the backbone (role backbone)
   [[derive.substitute]] from = [...], to = "VoVGSCSP",          swap neck blocks (role block); keep = the
-      keep = [0, 1], extra = []                                 stock arguments kept, extra = appended
+      keep = [0, 1], extra = [],                                stock arguments kept, extra = appended;
+      within = "neck", stride = 2                               within "model": backbone rows after the
+                                                                stem too; stride: only rows that change
+                                                                the stride by this factor
   fusion = { module = "BiFPN", args = [] }                      Concat -> weighted fusion (role fusion)
   insert = { module = "CBAM", args = [] }                       after each head input (role same-width)
   upsample = { module = "DySample", args = [2], scale = 2 }     replaces nn.Upsample (role upsample)
@@ -21,6 +24,7 @@ from functools import cached_property
 KINDS = ("backbone", "p2", "neck", "upsample", "fusion", "insert")
 _TABLE_KEYS = {"backbone": "backbone", "substitute": "neck", "fusion": "fusion", "insert": "insert",
                "upsample": "upsample", "p2": "p2", "reason": "none"}
+WITHIN = ("neck", "model")  # where [[derive.substitute]] swaps rows
 _ROLE = {"backbone": "backbone", "fusion": "fusion", "insert": "same-width", "upsample": "upsample"}
 
 
@@ -35,6 +39,8 @@ class Substitution:
     keep: tuple               # indices of the stock YAML arguments kept, in order
     extra: tuple = ()         # arguments appended after them
     repeats: bool = False     # the block takes a repeat count (keeps the row's repeats)
+    within: str = "neck"      # "neck", or "model": every row after the stem, the backbone's too
+    stride: int = 0           # only rows whose stride grows by this factor (0: any row)
 
 
 @dataclass(frozen=True)
@@ -58,7 +64,7 @@ class DeriveFacts:
     def shape(self) -> str:
         """Equal for facts that derive onto the same bases (names and arguments of modules aside)."""
         return json.dumps([self.kind, self.strides, self.scale, self.reason,
-                           [[list(s.sources), list(s.keep)] for s in self.substitutions]])
+                           [[list(s.sources), list(s.keep), s.within, s.stride] for s in self.substitutions]])
 
 
 NOT_DECLARED = DeriveFacts(kind="none", reason="the recipe declares no [derive] table")
@@ -124,7 +130,7 @@ def _module(name, by_name: dict, role: str, key: str):
 
 
 def _substitution(raw: dict, by_name: dict) -> Substitution:
-    unknown = set(raw) - {"from", "to", "keep", "extra"}
+    unknown = set(raw) - {"from", "to", "keep", "extra", "within", "stride"}
     if unknown:
         raise SchemaError(f"[[derive.substitute]] has unknown key(s) {', '.join(sorted(unknown))}")
     sources = raw.get("from")
@@ -138,5 +144,11 @@ def _substitution(raw: dict, by_name: dict) -> Substitution:
     extra = raw.get("extra", [])
     if not isinstance(extra, list):
         raise SchemaError("[[derive.substitute]] extra must be a list")
+    within = raw.get("within", "neck")
+    if within not in WITHIN:
+        raise SchemaError(f"[[derive.substitute]] within must be one of {', '.join(WITHIN)}")
+    stride = raw.get("stride", 0)
+    if not isinstance(stride, int) or isinstance(stride, bool) or stride < 0 or stride & (stride - 1):
+        raise SchemaError("[[derive.substitute]] stride must be a power of two (the stride factor of the rows swapped)")
     return Substitution(sources=tuple(sources), module=module.name, keep=tuple(keep), extra=tuple(extra),
-                        repeats=bool(module.repeats))
+                        repeats=bool(module.repeats), within=within, stride=stride)

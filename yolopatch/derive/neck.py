@@ -1,12 +1,13 @@
 """Swap modules inside the neck (the head section but its output row): the blocks a recipe substitutes
 (Slim-neck: C2f / C3k2 / C3 / … -> VoVGSCSP, the neck's convolutions -> GSConv) and the neck's
-nn.Upsample rows (an upsampler such as DySample). A swapped row keeps its place, its inputs and its
-geometry: the stride change and the width of the row it stands for."""
+nn.Upsample rows (an upsampler such as DySample). A substitution `within = "model"` also swaps the
+backbone's rows after the stem (RFAConv, DCNv2 in place of every stride-2 Conv). A swapped row keeps its
+place, its inputs and its geometry: the stride change and the width of the row it stands for."""
 
 from __future__ import annotations
 
 from .facts import DeriveFacts
-from .graph import Graph, NotDerivable
+from .graph import INPUT, Graph, NotDerivable, Ref
 from .modules import Facts
 
 UPSAMPLE = ("nn.Upsample", "torch.nn.Upsample")
@@ -21,11 +22,33 @@ def require_neck(graph: Graph) -> None:
         raise NotDerivable(f"the model has no neck: its {graph.head.module} row reads the backbone directly")
 
 
+def body_rows(graph: Graph) -> list:
+    """The backbone's single-output rows after the stem (the first row, which reads the image), then the neck."""
+    backbone = [r for r in graph.section("backbone") if not r.levels and Ref(INPUT) not in r.sources]
+    return backbone + neck_rows(graph)
+
+
+def _rule(facts: DeriveFacts, row, in_neck: bool):
+    """The first substitution that swaps this row, or None."""
+    stock = row.semantics
+    for rule in facts.substitutions:
+        if row.module not in rule.sources or (rule.within == "neck" and not in_neck):
+            continue
+        if rule.stride and (stock is None or stock.down(row.args) != rule.stride):
+            continue
+        return rule
+    return None
+
+
 def substitute(graph: Graph, facts: DeriveFacts) -> None:
-    require_neck(graph)
+    whole_model = any(s.within == "model" for s in facts.substitutions)
+    if not whole_model:
+        require_neck(graph)
     swapped = 0
-    for row in neck_rows(graph):
-        rule = next((s for s in facts.substitutions if row.module in s.sources), None)
+    neck = {r.id for r in neck_rows(graph)}
+    candidates = body_rows(graph) if whole_model else neck_rows(graph)
+    for row in candidates:
+        rule = _rule(facts, row, row.id in neck)
         stock = row.semantics
         if rule is None or stock is None or not row.args or not isinstance(row.args[0], int):
             continue  # not swapped, or a row whose width yolopatch cannot carry over
@@ -47,7 +70,9 @@ def substitute(graph: Graph, facts: DeriveFacts) -> None:
     if not swapped:
         names = list(dict.fromkeys(name for s in facts.substitutions for name in s.sources))
         shown = ", ".join(names[:4]) + (", …" if len(names) > 4 else "")
-        raise NotDerivable(f"the neck has none of the modules the recipe replaces ({shown})")
+        where = "the model" if whole_model else "the neck"
+        strided = " with a stride of their own" if all(s.stride for s in facts.substitutions) else ""
+        raise NotDerivable(f"{where} has none of the modules the recipe replaces ({shown}){strided}")
     graph.changed()
 
 
