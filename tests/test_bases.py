@@ -5,6 +5,7 @@ that leave the tree untouched."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -228,3 +229,48 @@ def test_configs_that_cannot_be_read_are_listed_with_the_reason(run, target):
     assert "Fancy (stock row 0) is a module yolopatch has no facts for" in fancy["toybone"]["reason"]
     code, _, err = run("apply", "toybone", "--base", "fancy", "--repo", target)
     assert code == 3 and "Fancy (stock row 0) is a module yolopatch has no facts for" in err
+
+
+# -- p2: a recipe that only derives ----------------------------------------------------------------------
+def test_the_p2_recipe_has_no_module_and_derives_a_stride_4_level():
+    from yolopatch import recipes
+
+    p2 = recipes.resolve(["p2"])[0]
+    assert (p2.modules, p2.files, p2.yamls, p2.derive.kind) == ((), (), (), "p2")
+
+
+def test_p2_writes_only_derived_yamls_and_leaves_the_parser_file(run, target):
+    before = tree_snapshot(target)
+    code, _, err = run("apply", "p2", "--repo", target)
+    assert code == 2 and "recipe p2 only derives YAMLs from the checkout's stock configs: add --base" in err
+    assert tree_snapshot(target) == before
+    code, _, err = run("apply", "p2", "--base", "toy8,toy8-cls", "--repo", target)
+    assert code == 3 and "recipe p2 does not derive onto toy8-cls" in err and tree_snapshot(target) == before
+    code, _, err = run("apply", "p2", "--base", "toy8", "--repo", target)
+    assert code == 0, err
+    after = tree_snapshot(target)
+    changed = sorted(rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel)
+                     and not rel.startswith(".yolopatch"))
+    assert changed == ["ultralytics/cfg/models/yolopatch", f"{CFG}/toy8-p2.yaml"]
+    head = yaml.safe_load((target / CFG / "toy8-p2.yaml").read_text())["head"]
+    assert len(head[-1][0]) == 4  # the output row reads P2, P3, P4 and P5
+    assert state_of(target)["recipes"][0]["name"] == "p2" and state_of(target)["bases"] == ["toy8"]
+    code, _, _ = run("revert", "--repo", target)
+    assert code == 0 and tree_snapshot(target) == before
+
+
+@pytest.mark.parametrize("derive_table, message", [
+    ("", "declares no [[modules]] (a recipe that only derives YAMLs declares a [derive] table)"),
+    ('[derive]\nreason = "not yet"\n', "declares no [[modules]] and derives nothing"),
+])
+def test_a_recipe_without_modules_must_derive_something(tmp_path, derive_table, message):
+    from yolopatch.errors import RefusedError
+    from yolopatch.recipes import load_recipe
+
+    folder = tmp_path / "yamlonly"
+    folder.mkdir()
+    (folder / "recipe.toml").write_text(f'name = "yamlonly"\ntargets = ["ultralytics"]\n{derive_table}')
+    with pytest.raises(RefusedError, match=re.escape(message)):
+        load_recipe(folder)
+    (folder / "recipe.toml").write_text('name = "yamlonly"\ntargets = ["ultralytics"]\n[derive]\np2 = true\n')
+    assert load_recipe(folder).derive.kind == "p2"

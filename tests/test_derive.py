@@ -438,3 +438,52 @@ def test_p2_refuses_a_block_that_cannot_take_half_its_width():
     with pytest.raises(NotDerivable, match=r"stock row 15 \(A2C2f\) cannot be copied at half width for the new "
                                            r"level: its area attention needs a multiple of 32 channels"):
         derive(graph_of(text), [("p", next_facts("toyp2"))])
+
+
+# -- strided blocks everywhere after the stem (RFAConv, DCNv2) -------------------------------------------
+STRIDED = facts_module.parse({"substitute": [
+    {"from": ["Conv"], "to": "Blk", "keep": [0, 1, 2], "within": "model", "stride": 2},
+    {"from": ["ADown"], "to": "Blk", "keep": [0], "extra": [3, 2], "within": "model", "stride": 2}]}, MODULES)
+
+
+def test_a_model_wide_substitution_swaps_every_strided_conv_after_the_stem():
+    out = derived(V5, STRIDED, family="yolov5")
+    stock = yaml.safe_load(V5)
+    backbone, head = out["backbone"], out["head"]
+    assert backbone[0] == stock["backbone"][0]  # the stem reads the image: kept
+    for i in (1, 3, 5, 7):  # the stride-2 convs of the backbone, each [c2, 3, 2]
+        assert backbone[i] == [-1, 1, "Blk", stock["backbone"][i][3][:3]]
+    assert [r for i, r in enumerate(backbone) if i not in (1, 3, 5, 7)] == \
+        [r for i, r in enumerate(stock["backbone"]) if i not in (1, 3, 5, 7)]
+    assert head[0] == [-1, 1, "Conv", [512, 1, 1]] and head[4] == [-1, 1, "Conv", [256, 1, 1]]  # stride 1: kept
+    assert head[8] == [-1, 1, "Blk", [256, 3, 2]] and head[11] == [-1, 1, "Blk", [512, 3, 2]]
+    assert out["anchors"] == stock["anchors"] and head[-1] == stock["head"][-1]
+
+
+def test_a_model_wide_substitution_needs_no_neck_and_takes_extra_arguments():
+    text = CLASSIFY.replace("  - [-1, 1, Conv, [256, 3, 2]]", "  - [-1, 1, ADown, [256]]")
+    backbone = derived(text, STRIDED)["backbone"]
+    assert backbone[0] == [-1, 1, "Conv", [32, 3, 2]]
+    assert backbone[1:5] == [[-1, 1, "Blk", [64, 3, 2]], [-1, 1, "Blk", [128, 3, 2]], [-1, 1, "Blk", [256, 3, 2]],
+                             [-1, 1, "Blk", [512, 3, 2]]]
+    neck_only = facts_module.parse({"substitute": [{"from": ["Conv"], "to": "Blk", "keep": [0, 1, 2], "stride": 2}]},
+                                   MODULES)
+    with pytest.raises(NotDerivable, match="the model has no neck"):
+        derive(graph_of(CLASSIFY), [("r", neck_only)])
+
+
+def test_a_strided_substitution_says_when_no_row_has_that_stride():
+    only_ones = CLASSIFY.replace("3, 2]]", "3, 1]]").replace("[32, 3, 1]]", "[32, 3, 2]]")
+    with pytest.raises(NotDerivable, match=r"the model has none of the modules the recipe replaces \(Conv, ADown\) "
+                                           r"with a stride of their own"):
+        derive(graph_of(only_ones), [("r", STRIDED)])
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"substitute": [{"from": ["Conv"], "to": "Blk", "within": "everywhere"}]}, "within must be one of neck, model"),
+    ({"substitute": [{"from": ["Conv"], "to": "Blk", "stride": 3}]}, "stride must be a power of two"),
+    ({"substitute": [{"from": ["Conv"], "to": "Blk", "stride": True}]}, "stride must be a power of two"),
+])
+def test_bad_substitution_scopes_are_refused(raw, message):
+    with pytest.raises(SchemaError, match=message):
+        facts_module.parse(raw, MODULES)

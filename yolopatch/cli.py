@@ -92,7 +92,8 @@ def _derive_json(facts) -> dict:
     if facts.module:
         found["module"] = facts.module
     if facts.substitutions:
-        found["substitute"] = [{"from": list(s.sources), "to": s.module} for s in facts.substitutions]
+        found["substitute"] = [{"from": list(s.sources), "to": s.module, "within": s.within,
+                                **({"stride": s.stride} if s.stride else {})} for s in facts.substitutions]
     if facts.reason:
         found["reason"] = facts.reason
     return found
@@ -102,8 +103,10 @@ def _derive_text(facts) -> str:
     if facts.kind == "none":
         return f"no ({facts.reason})"
     if facts.substitutions:
-        swaps = "; ".join(f"{' / '.join(s.sources)} -> {s.module}" for s in facts.substitutions)
-        return f"neck blocks onto stock configs (--base): {swaps}"
+        swaps = "; ".join(f"{' / '.join(s.sources)}{f' (stride {s.stride})' if s.stride else ''} -> {s.module}"
+                          for s in facts.substitutions)
+        where = "blocks after the stem" if any(s.within == "model" for s in facts.substitutions) else "neck blocks"
+        return f"{where} onto stock configs (--base): {swaps}"
     what = {"backbone": "backbone", "fusion": "fusion for the neck's Concat", "insert": "after each head input",
             "upsample": "in place of nn.Upsample", "p2": "a stride-4 detection level"}[facts.kind]
     return f"{facts.module + ' ' if facts.module else ''}{what} onto stock configs (--base)".strip()
@@ -128,11 +131,13 @@ def show(obj, recipe: str, as_json: bool, repo: Path) -> None:
     if found.notes:
         click.echo(f"notes:    {found.notes}")
     click.echo(f"derives:  {_derive_text(found.derive)}")
-    click.echo("modules:")
+    click.echo("modules:" if found.modules else "modules:  none (it only derives YAMLs)")
     for m in found.modules:
         extra = f" channels {list(m.channels)} strides {list(m.strides)}" if m.role == "backbone" else ""
         click.echo(f"  {m.name:<28} {m.role}{' (repeats)' if m.repeats else ''}{extra}")
     figures = {f["yaml"]: f for f in found.figures()}
+    if not found.yamls:
+        return
     click.echo("yamls (parameters and GFLOPs at 640, measured at the YAML's default scale):")
     for y in found.yamls:
         if y.per_backbone:

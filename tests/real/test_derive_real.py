@@ -28,6 +28,8 @@ from yolopatch.derive.yamlsubset import load
 
 pytestmark = pytest.mark.real
 
+# attention (inserted after each head input), upsampler, backbones, strided-conv blocks
+NEW_RECIPES = ["se", "cbam", "eca", "coordatt", "simam", "ema", "dysample", "fasternet", "starnet", "rfaconv", "dcnv2"]
 BUILD = Path(__file__).resolve().parents[1] / "derive_build.py"
 SAMPLES = {
     "ultralytics": (lambda: upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS),
@@ -98,6 +100,8 @@ def test_p2_rebuilds_the_releases_own_p2_configs(base, reference, family):
     (("yolov5", upstream.YOLOV5_PACKAGE), "yolov5s", "yolov5s-mobilenetv4"),
     (("yolov5", upstream.YOLOV5_PACKAGE), "yolov5s", "yolov5s-slimneck"),
     (("yolov5", upstream.YOLOV5_PACKAGE), "yolov5s", "yolov5s-xception"),
+    *[(("ultralytics", upstream.NEWEST_ULTRALYTICS), "yolov8", f"yolov8-{name}") for name in NEW_RECIPES],
+    *[(("yolov5", upstream.YOLOV5_PACKAGE), "yolov5s", f"yolov5s-{name}") for name in NEW_RECIPES],
 ])
 def test_derived_yamls_equal_the_recipes_hand_written_ones(release, base, recipe_yaml):
     target = targets.detect(upstream.pristine(*release))
