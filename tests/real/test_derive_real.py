@@ -1,14 +1,17 @@
-"""Derived YAMLs on real releases. A sample of stock configs (a few per family and task) with a backbone
-recipe, slimneck, bifpn and their combination: apply --base, build every derived YAML with the target's own
-model class for its task, revert byte for byte. The whole matrix is `python tests/coverage.py`.
+"""Derived YAMLs on real releases. A sample of stock configs (a few per layout) with a backbone recipe,
+slimneck, bifpn and their combination: apply --base, build every derived YAML with the target's own model
+class for its task, revert byte for byte; p2 and an attention recipe on a YOLO26 pose config through verify's
+quick ladder. The whole matrix is on demand: `python tests/coverage.py` (builds) and
+`python tests/derive_verify.py` (verify).
 
 Static checks against the releases' own configs: the P2 transform rebuilds ultralytics' yolov8-p2 and
-yolo26-p2 and YOLOv5's yolov5-p2 from their P3-P5 configs, and a backbone derived onto yolov8 / yolov5s is
-row for row the recipe's own hand-written YAML.
+yolo26-p2 and YOLOv5's yolov5-p2 from their P3-P5 configs, and every backbone, attention, upsampler and
+strided-block recipe derived onto yolov8 / yolov5s is row for row the recipe's own hand-written YAML.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -33,12 +36,11 @@ NEW_RECIPES = ["se", "cbam", "eca", "coordatt", "simam", "ema", "dysample", "fas
 BUILD = Path(__file__).resolve().parents[1] / "derive_build.py"
 SAMPLES = {
     "ultralytics": (lambda: upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS),
-                    ["yolo11", "yolo11-seg", "yolo26-pose", "yolo12-obb", "yolov8-cls", "yolo11-cls-resnet18",
-                     "rtdetr-l", "yolov10n", "yolov9t", "yolov5-p6"]),
+                    ["yolo11-seg", "yolo12-obb", "yolov8-cls", "rtdetr-l"]),
     "ultralytics-oldest": (lambda: upstream.pristine("ultralytics", upstream.OLDEST_ULTRALYTICS),  # models/, multiples
-                           ["yolov8n", "yolov8n-seg", "yolov8n-cls"]),
-    "yolov5-pypi": (lambda: upstream.pristine("yolov5", upstream.YOLOV5_PACKAGE), ["yolov5s", "yolov5s-seg", "yolov5-p6"]),
-    "yolov5-upstream": (upstream.upstream_yolov5, ["yolov5n", "yolov3-tiny"]),
+                           ["yolov8n"]),
+    "yolov5-pypi": (lambda: upstream.pristine("yolov5", upstream.YOLOV5_PACKAGE), ["yolov5s-seg"]),
+    "yolov5-upstream": (upstream.upstream_yolov5, ["yolov3-tiny"]),
 }
 
 
@@ -62,12 +64,34 @@ def test_a_sample_of_derived_yamls_builds_and_reverts(layout, tmp_path):
         if entry["name"] in sample:
             good = [r for r in ("mobilenetv4", "slimneck", "bifpn") if entry["recipes"][r]["derives"]]
             expected += len(good) + (len(good) > 1)
-    assert len(derived) == expected and expected >= 2 * len(sample)
+    assert len(derived) == expected and expected >= 2 * len(sample) - 1
     built = subprocess.run([sys.executable, str(BUILD), target.flavour, *derived, "--first-scale"], cwd=root,
                            env=upstream.target_env(root), capture_output=True, text=True, timeout=2400)
     results = [json.loads(line) for line in built.stdout.splitlines() if line.startswith("{")]
     assert len(results) == len(derived), built.stderr[-3000:]
     assert [(r["yaml"], r.get("error")) for r in results if not r["ok"]] == []
+    assert yolopatch("revert", "--repo", root).returncode == 0
+    assert tree_snapshot(root) == before
+
+
+def test_p2_and_attention_derived_onto_yolo26_pose_pass_verify(tmp_path):
+    """The module-less p2 recipe with an attention recipe on a YOLO26 pose config: the derived YAMLs (each
+    alone and combined) pass verify's quick ladder in the target's interpreter; revert is byte-identical."""
+    root = upstream.fresh_copy(upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS), tmp_path / "repo")
+    before = tree_snapshot(root)
+    assert yolopatch("apply", "p2", "cbam", "--base", "yolo26-pose", "--repo", root).returncode == 0
+    target = targets.detect(root)
+    derived = [f"{target.cfg_dir}/yolo26-pose-{name}.yaml" for name in ("p2", "cbam", "p2-cbam")]
+    assert all((root / rel).is_file() for rel in derived)
+    result = yolopatch("verify", "--repo", root, "--quick", "--one-scale", "--json",
+                       *[a for rel in derived for a in ("--yaml", root / rel)])
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["passed"], result.stderr[-3000:]
+    models = {m["name"]: m for m in report["models"]}
+    assert sorted(models) == ["yolo26n-pose-cbam", "yolo26n-pose-p2", "yolo26n-pose-p2-cbam"]
+    assert models["yolo26n-pose-p2"]["strides"] == [4, 8, 16, 32] and models["yolo26n-pose-p2"]["kind"] == "pose"
+    assert models["yolo26n-pose-cbam"]["strides"] == [8, 16, 32]
+    assert len(models["yolo26n-pose-p2-cbam"]["new_modules"]) == 4  # a CBAM after each of the four head inputs
     assert yolopatch("revert", "--repo", root).returncode == 0
     assert tree_snapshot(root) == before
 
@@ -105,9 +129,16 @@ def test_p2_rebuilds_the_releases_own_p2_configs(base, reference, family):
 ])
 def test_derived_yamls_equal_the_recipes_hand_written_ones(release, base, recipe_yaml):
     target = targets.detect(upstream.pristine(*release))
-    name = recipe_yaml.split("-", 1)[1]
-    recipe = recipes.resolve([name])[0]
-    written = plan.build(target, [recipe], lambda rel: (target.root / rel).read_bytes())
-    hand = next(f.content for f in written if f.rel.endswith(f"/{recipe_yaml}.yaml"))
+    recipe = recipes.resolve([recipe_yaml.split("-", 1)[1]])[0]
+    hand = _hand_written(release)[f"{target.cfg_dir}/{recipe_yaml}.yaml"]
     derived = bases.derived_yamls(target, None, [recipe], [base]).files[f"{target.cfg_dir}/{recipe_yaml}.yaml"]
-    assert _rows_of(derived.decode()) == _rows_of(hand.decode())
+    assert _rows_of(derived.decode()) == _rows_of(hand)
+
+
+@functools.lru_cache(maxsize=None)
+def _hand_written(release) -> dict:
+    """Every YAML the compared recipes write from their own templates, planned once per release."""
+    target = targets.detect(upstream.pristine(*release))
+    chosen = recipes.resolve(["mobilenetv4", "slimneck", "xception", *NEW_RECIPES])
+    written = plan.build(target, chosen, lambda rel: (target.root / rel).read_bytes())
+    return {f.rel: f.content.decode() for f in written if f.rel.endswith(".yaml")}
