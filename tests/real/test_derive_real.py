@@ -37,8 +37,6 @@ BUILD = Path(__file__).resolve().parents[1] / "derive_build.py"
 SAMPLES = {
     "ultralytics": (lambda: upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS),
                     ["yolo11-seg", "yolo12-obb", "yolov8-cls", "rtdetr-l"]),
-    "ultralytics-oldest": (lambda: upstream.pristine("ultralytics", upstream.OLDEST_ULTRALYTICS),  # models/, multiples
-                           ["yolov8n"]),
     "yolov5-pypi": (lambda: upstream.pristine("yolov5", upstream.YOLOV5_PACKAGE), ["yolov5s-seg"]),
     "yolov5-upstream": (upstream.upstream_yolov5, ["yolov3-tiny"]),
 }

@@ -1,8 +1,8 @@
 """The static stride and width facts (yolopatch/derive/modules.py) against the real thing: stock model configs
 of several releases are built with the target's own classes, and a forward hook on every layer measures its
 output; each row's static stride and width (at the config's first scale) must equal them. CI measures a
-sample of each release (every family and task of the newest); `python tests/derive_strides.py` measures
-every stock config of the four releases (on demand)."""
+sample of three releases; `python tests/derive_strides.py` measures every stock config of four (on demand).
+The config reader is checked against PyYAML on every stock config of the four."""
 
 from __future__ import annotations
 
@@ -14,15 +14,14 @@ from yolopatch.derive.yamlsubset import load
 
 pytestmark = pytest.mark.real
 
-SAMPLE = {
-    "ultralytics-8.4.190": ["yolo11-seg", "yolo26-pose", "yolo12-obb", "yolov10n", "yolov9t", "rtdetr-resnet50"],
-    "ultralytics-8.2.103": ["yolov8-world"],
+SAMPLE = {  # CI's share; the releases whose configs derived YAMLs are built from in test_derive_real.py
+    "ultralytics-8.4.190": ["yolo11-seg", "yolo26-pose", "yolov10n", "yolov9t"],
     "ultralytics-8.0.50": ["yolov8n-seg"],
-    "yolov5-7.0.14": ["yolov5s-seg", "yolov5-p7"],
+    "yolov5-7.0.14": ["yolov5-p7"],
 }
 
 
-@pytest.mark.parametrize("release", list(RELEASES))
+@pytest.mark.parametrize("release", list(SAMPLE))
 def test_static_strides_and_widths_equal_the_measured_ones(release):
     target = targets.detect(RELEASES[release]())
     chosen = [rel for rel in bases.config_paths(target) if rel.rsplit("/", 1)[1][:-5] in SAMPLE[release]]
