@@ -274,3 +274,14 @@ def test_a_recipe_without_modules_must_derive_something(tmp_path, derive_table, 
         load_recipe(folder)
     (folder / "recipe.toml").write_text('name = "yamlonly"\ntargets = ["ultralytics"]\n[derive]\np2 = true\n')
     assert load_recipe(folder).derive.kind == "p2"
+
+
+def test_p2_with_other_recipes_and_no_base_is_recorded_and_derives_once_a_base_comes(run, target):
+    code, _, err = run("apply", "toyneck", "p2", "--repo", target)
+    assert code == 0 and "p2 only derive(s) YAMLs from stock configs" in err
+    assert [r["name"] for r in state_of(target)["recipes"]] == ["p2", "toyneck"]
+    assert not list((target / CFG).glob("toy8-*.yaml"))
+    code, _, err = run("apply", "--base", "toy8", "--repo", target)
+    assert code == 0, err
+    assert sorted(p.name for p in (target / CFG).glob("toy8-*.yaml")) == [
+        "toy8-p2-toyneck.yaml", "toy8-p2.yaml", "toy8-toyneck.yaml"]

@@ -93,23 +93,27 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
         from .bases import merge_names
 
         chosen = merge_names(old.bases if old else [], list(bases))
-        if not chosen:
-            _refuse_derive_only(requested, target.family)
+        derive_only = [] if chosen else _derive_only(requested, target.family)
         strict = [r.name for r in requested or already] if bases else []
         transition, derived = _plan(target, old, list(wanted.values()), force, "apply", chosen, strict)
         names_text = ", ".join(sorted(r.name for r in requested or already))
         result = _finish(transition, target, names_text, mode, f"apply {names_text}")
         if derived is not None:
             result.message += _derived_note(derived)
+        if derive_only:
+            result.message += (f" ({', '.join(derive_only)} only derive(s) YAMLs from stock configs: nothing of "
+                               "theirs is written until an apply with --base)")
         return result
 
 
-def _refuse_derive_only(requested: list[Recipe], family: str) -> None:
-    """A recipe that writes nothing of its own (p2: YAMLs derived from stock configs only) needs --base."""
-    for recipe in requested:
-        if not recipe.files and not recipe.yamls_for(family):
-            raise UsageError(f"recipe {recipe.name} only derives YAMLs from the checkout's stock configs: add "
-                             "--base NAME (`yolopatch bases` lists them) or --base all")
+def _derive_only(requested: list[Recipe], family: str) -> list[str]:
+    """The requested recipes that write nothing of their own (p2: YAMLs derived from stock configs only);
+    asking for nothing but those, without --base, is a usage error."""
+    found = [r.name for r in requested if not r.files and not r.yamls_for(family)]
+    if found and len(found) == len(requested):
+        raise UsageError(f"recipe {found[0]} only derives YAMLs from the checkout's stock configs: add "
+                         "--base NAME (`yolopatch bases` lists them) or --base all")
+    return found
 
 
 def _derived_note(derived) -> str:
