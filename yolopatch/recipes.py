@@ -50,6 +50,16 @@ class YamlSpec:
 
 
 @dataclass(frozen=True)
+class Group:
+    """Recipes that share files and exclude each other (recipes/<group>/group.toml, beside its members)."""
+    name: str
+    summary: str
+    exclusive: bool  # at most one member applied to a checkout
+    files: tuple[str, ...]  # shipped with every member, from the group's folder
+    folder: Path
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     version: str
@@ -62,6 +72,12 @@ class Recipe:
     modules: tuple[Module, ...]
     yamls: tuple[YamlSpec, ...]
     folder: Path
+    group: Group | None = None
+
+    def shipped_files(self) -> dict[str, Path]:
+        """Every file the recipe ships, by the name it gets in the target: its own and its group's."""
+        shared = {rel: self.group.folder / rel for rel in self.group.files} if self.group else {}
+        return {**shared, **{rel: self.folder / rel for rel in self.files}}
 
     def modules_with_role(self, role: str) -> list[Module]:
         return [m for m in self.modules if m.role == role]
@@ -80,13 +96,18 @@ class Recipe:
             return []
 
     def content_hash(self) -> str:
-        """sha256 over recipe.toml, every shipped file and the recipe's own templates, in a fixed order."""
+        """sha256 over recipe.toml, every shipped file and the recipe's own templates, in a fixed order;
+        a group member's hash also covers group.toml and the group's files."""
         digest = hashlib.sha256()
         own_templates = sorted(p.relative_to(self.folder).as_posix() for p in (self.folder / "templates").rglob("*")
                                if p.is_file()) if (self.folder / "templates").is_dir() else []
         for rel in ["recipe.toml", *sorted(self.files), *own_templates]:
             digest.update(rel.encode() + b"\0")
             digest.update((self.folder / rel).read_bytes() + b"\0")
+        if self.group:
+            for rel in ["group.toml", *sorted(self.group.files)]:
+                digest.update(f"{self.group.name}/{rel}".encode() + b"\0")
+                digest.update((self.group.folder / rel).read_bytes() + b"\0")
         return digest.hexdigest()
 
 
@@ -105,6 +126,35 @@ def _safe_relative(folder: Path, rel: object, what: str) -> str:
     if not resolved.is_relative_to(folder.resolve()):
         raise _fail(folder, f"{what} {rel!r} points outside the recipe folder")
     return rel
+
+
+def _shipped_files(folder: Path, raw: dict) -> tuple[str, ...]:
+    """The [[files]] of a recipe.toml or group.toml: .py files at the top of their folder."""
+    files = tuple(_safe_relative(folder, f.get("source"), "file") for f in raw.get("files", []))
+    for rel in files:
+        path = folder / rel
+        if path.is_symlink() or not path.is_file():
+            raise _fail(folder, f"file {rel!r} is missing or is a symlink")
+        if "/" in rel or not rel.endswith(".py"):
+            raise _fail(folder, f"file {rel!r} must be a .py file at the top of the recipe folder")
+    return files
+
+
+def _load_group(recipe_folder: Path, name: object) -> Group:
+    """The group a recipe names: the folder of that name beside the recipe's, holding group.toml."""
+    if not isinstance(name, str) or not _RECIPE_NAME.match(name):
+        raise _fail(recipe_folder, f"group {name!r} must be lower-case letters, digits, '-' or '_'")
+    folder = recipe_folder.parent / name
+    try:
+        raw = tomllib.loads((folder / "group.toml").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _fail(recipe_folder, f"group {name!r} has no {name}/group.toml beside the recipe") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise _fail(folder, f"group.toml does not parse: {exc}") from None
+    if raw.get("name") != name:
+        raise _fail(folder, f"group name {raw.get('name')!r} must equal the folder name")
+    return Group(name=name, summary=str(raw.get("summary", "")), exclusive=bool(raw.get("exclusive", False)),
+                 files=_shipped_files(folder, raw), folder=folder)
 
 
 def _int_tuple(folder: Path, value: object, what: str) -> tuple[int, ...]:
@@ -165,14 +215,11 @@ def load_recipe(folder: Path) -> Recipe:
     targets = tuple(raw.get("targets", ()))
     if not targets or any(t not in TARGET_FAMILIES for t in targets):
         raise _fail(folder, f"targets must be a non-empty subset of {', '.join(TARGET_FAMILIES)}")
-    files = tuple(_safe_relative(folder, f.get("source"), "file") for f in raw.get("files", []))
-    for rel in files:
-        path = folder / rel
-        if path.is_symlink() or not path.is_file():
-            raise _fail(folder, f"file {rel!r} is missing or is a symlink")
-        if "/" in rel or not rel.endswith(".py"):
-            raise _fail(folder, f"file {rel!r} must be a .py file at the top of the recipe folder")
-    modules = tuple(_parse_module(folder, m, files) for m in raw.get("modules", []))
+    files = _shipped_files(folder, raw)
+    group = _load_group(folder, raw["group"]) if "group" in raw else None
+    if group and set(files) & set(group.files):
+        raise _fail(folder, f"file {sorted(set(files) & set(group.files))[0]!r} is shipped by group {group.name} too")
+    modules = tuple(_parse_module(folder, m, files + (group.files if group else ())) for m in raw.get("modules", []))
     if not modules:
         raise _fail(folder, "declares no [[modules]]")
     yamls = tuple(_parse_yaml(folder, y) for y in raw.get("yamls", []))
@@ -180,7 +227,7 @@ def load_recipe(folder: Path) -> Recipe:
         name=name, version=str(raw.get("version", "0")), summary=str(raw.get("summary", "")),
         paper=str(raw.get("paper", "")), targets=targets,
         requires=tuple(str(r) for r in raw.get("requires", [])), notes=str(raw.get("notes", "")),
-        files=files, modules=modules, yamls=yamls, folder=folder,
+        files=files, modules=modules, yamls=yamls, folder=folder, group=group,
     )
 
 
