@@ -34,8 +34,7 @@ class _Pair:
     """The geometry every variant reads: corners, sizes, centre offset, overlap, enclosing box."""
 
     def __init__(self, box1, box2, xywh, eps):
-        if box1.dtype in (torch.float16, torch.bfloat16):  # exp/atan and squared lengths need float32
-            box1, box2 = box1.float(), box2.float()
+        box1, box2 = _at_least_float32(box1), _at_least_float32(box2)
         self.eps = eps
         self.x1, self.y1, self.x2, self.y2 = _corners(box1, xywh)  # prediction
         self.gx1, self.gy1, self.gx2, self.gy2 = _corners(box2, xywh)  # ground truth
@@ -52,6 +51,12 @@ class _Pair:
         self.cw = torch.maximum(self.x2, self.gx2) - torch.minimum(self.x1, self.gx1)
         self.ch = torch.maximum(self.y2, self.gy2) - torch.minimum(self.y1, self.gy1)
         self.c2 = self.cw ** 2 + self.ch ** 2 + eps
+
+
+def _at_least_float32(box):
+    """Half-precision boxes (mixed-precision training) are computed in float32: squared lengths and exp
+    overflow or lose the small differences the losses are made of."""
+    return box.float() if box.dtype in (torch.float16, torch.bfloat16) else box
 
 
 def _corners(box, xywh):

@@ -276,3 +276,11 @@ def test_image_size_in_grid_units_two_ways():
     assert torch.equal(IOU.image_size_from_anchors(anchor_points, fg_mask, 2), from_stride)
     as_indices = fg_mask.nonzero(as_tuple=True)
     assert torch.equal(IOU.image_size_in_grid(imgsz, stride, as_indices, 2), from_stride)
+
+
+def test_half_precision_boxes_are_computed_in_float32():
+    """Mixed-precision training hands the loss float16 boxes: the variants compute in float32."""
+    b1, b2 = torch.tensor([A]).half(), torch.tensor([B]).half()
+    out = IOU.siou(b1, b2, xywh=False)
+    assert out.dtype == torch.float32
+    assert out.item() == pytest.approx(siou_ab(), rel=1e-5)
