@@ -13,6 +13,11 @@ loss keeps its own `1 - iou` and weighting; the old API's transposed first box (
 call return shape (n,)) becomes `pbox` and the result is squeezed back to (n,). The IoU module is
 imported from the package that provides `bbox_iou`, right after that import, and lives there.
 
+YOLOv5 also uses that `iou` as its objectness target (`iou.detach().clamp(0)`): with the call edited and
+nothing else, the target becomes the variant's value, 1 - L, clamped at 0 — the role CIoU (= 1 - L_CIoU)
+plays in the stock loss. For Wise-IoU that is 1 - r R_WIoU (1 - IoU), not the plain IoU the authors' YOLOv7
+code feeds it; the recipe says so.
+
 MPDIoU also gets `image_size=`, the input image in the units of the boxes: grid units in BboxLoss (imgsz /
 stride where forward receives them, 8.4; from the anchor points before), the level's grid width and
 height in YOLOv5 (`pi.shape[3], pi.shape[2]` of the loop over levels), and 1 x 1 in RT-DETR, whose boxes
