@@ -33,6 +33,9 @@ def measure(project: str, version: str, flavour: str) -> dict[str, dict]:
         out = subprocess.run([sys.executable, str(PROBE), flavour, *yamls, "--flops"], cwd=root,
                              env=upstream.target_env(root), capture_output=True, text=True)
         results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+        if len(results) != len(yamls):  # a probe that died must not silently drop recipes' figures
+            raise SystemExit(f"{project} {version}: measured {len(results)} of {len(yamls)} YAMLs (exit code "
+                             f"{out.returncode}):\n{out.stderr[-3000:]}")
         return {Path(r["yaml"]).stem: {**r, "target": f"{project} {version}"} for r in results}
 
 
@@ -55,9 +58,12 @@ def main() -> None:
 
 
 def _belongs(stem: str, recipe: str) -> bool:
-    """yolov8-<recipe>, rtdetr-<recipe>, yolov5s-<recipe> (compositions like x-<backbone>-bifpn go to bifpn)."""
+    """yolov8-<recipe>, rtdetr-<recipe>, yolov5s-<recipe> and a recipe's further YAMLs yolov8-<recipe>-<variant>
+    (compositions like x-<backbone>-bifpn go to bifpn)."""
     tail = stem.split("-", 1)[1]
-    return tail == recipe or (recipe == "bifpn" and tail.endswith("-bifpn"))
+    if tail.endswith("-bifpn"):
+        return recipe == "bifpn"
+    return tail == recipe or tail.startswith(recipe + "-")
 
 
 if __name__ == "__main__":

@@ -162,3 +162,49 @@ head:
   - [-1, 3, C2f, [1024]]  # 17
   - [[11, 14, 17], 1, Detect, [nc]]
 """
+
+
+# The head row of each task, and the top-level keys it needs, for tutorial_task_yaml. The last entry is the
+# YOLO26 (end-to-end) head of the task, or None where YOLO26 uses the plain one.
+_TASK_HEADS = {
+    "detect": ("Detect, [nc]", "", "Detect, [nc]"),
+    "segment": ("Segment, [nc, 32, 256]", "", "Segment26, [nc, 32, 256]"),
+    "pose": ("Pose, [nc, kpt_shape]", "kpt_shape: [17, 3]\n", "Pose26, [nc, kpt_shape]"),
+    "obb": ("OBB, [nc, 1]", "", "OBB26, [nc, 1]"),
+}
+
+
+def tutorial_task_yaml(task: str, backbone: str = "MobileNetV4ConvSmall", yolo26: bool = False, nc: int = 5) -> str:
+    """A YOLO11 (or, with yolo26, a YOLO26 end-to-end) model YAML of one task in the tutorials' convention:
+    a multi-output backbone at row 0 filling rows 0-4, SPPF and C2PSA at rows 5 and 6, the head taking rows
+    2, 3 and 7 onwards. `classify` puts the classification head right after the backbone's last level."""
+    top = f"nc: {nc}\n" + ("end2end: True\nreg_max: 1\n" if yolo26 else "") + \
+        "scales:\n  n: [0.50, 0.25, 1024]\n"
+    if task == "classify":
+        return top + f"""\
+backbone:
+  - [-1, 1, {backbone}, []]  # 0-4
+head:
+  - [-1, 1, Classify, [nc]]  # 5
+"""
+    plain, keys, e2e = _TASK_HEADS[task]
+    return top + keys + f"""\
+backbone:
+  - [-1, 1, {backbone}, []]  # 0-4
+  - [-1, 1, SPPF, [1024, 5]]  # 5
+  - [-1, 2, C2PSA, [1024]]  # 6
+head:
+  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]  # 7
+  - [[-1, 3], 1, Concat, [1]]  # 8 backbone P4
+  - [-1, 2, C3k2, [512, False]]  # 9
+  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]  # 10
+  - [[-1, 2], 1, Concat, [1]]  # 11 backbone P3
+  - [-1, 2, C3k2, [256, False]]  # 12 (P3/8)
+  - [-1, 1, Conv, [256, 3, 2]]  # 13
+  - [[-1, 9], 1, Concat, [1]]  # 14
+  - [-1, 2, C3k2, [512, False]]  # 15 (P4/16)
+  - [-1, 1, Conv, [512, 3, 2]]  # 16
+  - [[-1, 6], 1, Concat, [1]]  # 17
+  - [-1, 2, C3k2, [1024, True]]  # 18 (P5/32)
+  - [[12, 15, 18], 1, {e2e if yolo26 else plain}]  # 19
+"""

@@ -96,16 +96,21 @@ def test_missing_backup(target):
     assert tree_snapshot(target) == before
 
 
-def test_edited_generated_yaml_blocks_revert_until_forced(target):
+def test_an_edited_generated_yaml_is_kept_by_revert_as_the_users_file(target):
     pristine = tree_snapshot(target)
     run("--recipes-dir", FIXTURE_RECIPES, "apply", "toy", "--repo", target)
     yaml = target / "ultralytics" / "cfg" / "models" / "yolopatch" / "yolov8-toy.yaml"
-    yaml.write_text(yaml.read_text() + "# tuned\n")
-    edited = tree_snapshot(target)
-    assert_refused(run("revert", "--repo", target), 3, "yolov8-toy.yaml was changed")
-    assert tree_snapshot(target) == edited
-    assert run("revert", "--repo", target, "--force").returncode == 0
-    assert tree_snapshot(target) == pristine
+    tuned = yaml.read_bytes() + b"# tuned\n"
+    yaml.write_bytes(tuned)
+    result = run("revert", "--repo", target)
+    assert result.returncode == 0, result.stderr
+    assert "kept ultralytics/cfg/models/yolopatch/yolov8-toy.yaml" in result.stderr
+    after = tree_snapshot(target)
+    assert yaml.read_bytes() == tuned
+    kept = {"ultralytics/cfg/models/yolopatch", "ultralytics/cfg/models/yolopatch/yolov8-toy.yaml"}
+    assert {k: v for k, v in after.items() if k not in kept} == pristine
+    assert run("revert", "--repo", target).returncode == 0  # nothing applied any more: a no-op
+    assert tree_snapshot(target) == after
 
 
 @pytest.mark.parametrize("edit, message", [

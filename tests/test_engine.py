@@ -3,7 +3,6 @@
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -78,18 +77,19 @@ def test_crlf_and_mode_bits_are_kept(cli, tmp_path):
     assert tree_snapshot(root) == before
 
 
-def test_revert_refuses_over_user_edits_and_force_restores(cli, target):
+def test_revert_keeps_the_users_own_lines(cli, target):
+    """A line the user added to the patched parser file survives revert; every line yolopatch added goes."""
     before = tree_snapshot(target)
-    cli("apply", "toy", "--repo", target)
     path = parser_file(target)
+    pristine = path.read_bytes()
+    cli("apply", "toy", "--repo", target)
     path.write_bytes(path.read_bytes() + b"# my edit\n")
-    edited = tree_snapshot(target)
     code, _, err = cli("revert", "--repo", target)
-    assert code == 3
-    assert path.relative_to(target).as_posix() in err
-    assert tree_snapshot(target) == edited
-    assert cli("revert", "--repo", target, "--force")[0] == 0
-    assert tree_snapshot(target) == before
+    assert code == 0, err
+    assert path.read_bytes() == pristine + b"# my edit\n"
+    rel = path.relative_to(target).as_posix()
+    after = tree_snapshot(target)
+    assert {k: v for k, v in after.items() if k != rel} == {k: v for k, v in before.items() if k != rel}
 
 
 def test_apply_refuses_an_existing_destination_with_other_bytes(cli, tmp_path):
@@ -98,6 +98,11 @@ def test_apply_refuses_an_existing_destination_with_other_bytes(cli, tmp_path):
     before = tree_snapshot(root)
     code, _, err = cli("apply", "toy", "--repo", root)
     assert code == 3 and "toy.py already exists" in err
+    assert tree_snapshot(root) == before
+    code, _, err = cli("apply", "toy", "--repo", root, "--force")
+    assert code == 0, err
+    assert "ultralytics/nn/modules/toy.py had other content" in err and ".yolopatch/originals/" in err
+    assert cli("revert", "--repo", root)[0] == 0
     assert tree_snapshot(root) == before
 
 
@@ -138,20 +143,14 @@ def test_apply_order_does_not_matter(cli, tmp_path):
     assert strip(tree_snapshot(a)) == strip(tree_snapshot(b))
 
 
-def _run_with_fault(root, fault, *args):
-    env = dict(os.environ, YOLOPATCH_FAULT=fault)
-    return subprocess.run([sys.executable, "-m", "yolopatch", "--recipes-dir", str(FIXTURE_RECIPES), *args,
-                           "--repo", str(root)], env=env, capture_output=True, text=True)
-
-
 def test_a_failure_at_any_write_leaves_the_tree_as_it_was(tmp_path, cli, monkeypatch):
     root = make_target(tmp_path / "repo", "ul-frozenset")
     before = tree_snapshot(root)
-    for k in range(1, 20):
+    for k in range(1, 80):
         monkeypatch.setenv("YOLOPATCH_FAULT", f"fail-write:{k}")
         code, _, err = cli("apply", "toy", "--repo", root)
         if code == 0:  # k is past the last write: the run completed
-            assert k > 5
+            assert k > 10
             break
         assert code == 123, err
         assert "restored" in err
@@ -164,11 +163,11 @@ def test_a_failure_during_revert_leaves_the_patched_tree(tmp_path, cli, monkeypa
     root = make_target(tmp_path / "repo", "v5-set")
     assert cli("apply", "toy", "--repo", root)[0] == 0
     patched = tree_snapshot(root)
-    for k in range(1, 20):
+    for k in range(1, 80):
         monkeypatch.setenv("YOLOPATCH_FAULT", f"fail-write:{k}")
         code, _, err = cli("revert", "--repo", root)
         if code == 0:
-            assert k > 3
+            assert k > 10
             break
         assert code == 123, err
         assert tree_snapshot(root) == patched, f"tree changed after a failure at write {k}"
@@ -176,34 +175,37 @@ def test_a_failure_during_revert_leaves_the_patched_tree(tmp_path, cli, monkeypa
         pytest.fail("revert never completed")
 
 
-def test_a_killed_run_is_reported_and_revert_restores_pristine(tmp_path, cli):
+def test_a_killed_run_is_reported_and_revert_restores_pristine(tmp_path, cli, killable):
     root = make_target(tmp_path / "repo", "ul-set")
     before = tree_snapshot(root)
-    for k in range(1, 12):
-        result = _run_with_fault(root, f"kill-write:{k}", "apply", "toy")
-        if result.returncode == 0:
+    for k in range(1, 80):
+        code = killable(f"kill-write:{k}", "apply", "toy", "--repo", root)
+        if code == 0:
+            assert k > 10
             cli("revert", "--repo", root)
             assert tree_snapshot(root) == before
             break
-        assert result.returncode == 137
+        assert code == 137
         code, out, _ = cli("status", "--repo", root)
         if (root / ".yolopatch" / "journal.json").exists():
             assert "interrupted" in out
             assert cli("apply", "toy", "--repo", root)[0] == 3
         assert cli("revert", "--repo", root)[0] == 0
         assert tree_snapshot(root) == before, f"not pristine after a kill at write {k}"
+    else:
+        pytest.fail("apply never completed")
 
 
-def test_a_killed_revert_is_finished_by_the_next_revert(tmp_path, cli):
+def test_a_killed_revert_is_finished_by_the_next_revert(tmp_path, cli, killable):
     root = make_target(tmp_path / "repo", "v5-list")
     before = tree_snapshot(root)
-    for k in range(1, 12):
+    for k in range(1, 80):
         assert cli("apply", "toy", "--repo", root)[0] == 0
-        result = _run_with_fault(root, f"kill-write:{k}", "revert")
-        if result.returncode == 0:
+        code = killable(f"kill-write:{k}", "revert", "--repo", root)
+        if code == 0:
             assert tree_snapshot(root) == before
             break
-        assert result.returncode == 137
+        assert code == 137
         status = cli("status", "--repo", root)[1]
         if (root / ".yolopatch" / "journal.json").exists():
             assert "interrupted" in status
@@ -213,3 +215,95 @@ def test_a_killed_revert_is_finished_by_the_next_revert(tmp_path, cli):
         assert tree_snapshot(root) == before, f"not pristine after a kill at revert write {k}"
     else:
         pytest.fail("revert never completed")
+
+
+def _outside_state(snapshot: dict) -> dict:
+    return {k: v for k, v in snapshot.items() if not k.startswith(".yolopatch")}
+
+
+def test_a_failing_rollback_names_what_is_not_restored_and_revert_finishes(tmp_path, cli, monkeypatch):
+    """Writing fails at write k and the first restoring write fails too: exit 125 names every path left
+    changed, the journal stays, and `yolopatch revert` brings the checkout back to pristine."""
+    root = make_target(tmp_path / "repo", "v5-master")
+    before = tree_snapshot(root)
+    incomplete = 0
+    for k in range(1, 80):
+        monkeypatch.setenv("YOLOPATCH_FAULT", f"fail-write:{k},fail-restore:1")
+        code, _, err = cli("apply", "toy", "--repo", root)
+        monkeypatch.delenv("YOLOPATCH_FAULT")
+        if code == 0:
+            assert k > 10
+            break
+        if code == 123:  # the failure came before anything was written: nothing to restore
+            assert k == 1 and tree_snapshot(root) == before
+            continue
+        assert code == 125, err
+        incomplete += 1
+        assert "not restored" in err and "`yolopatch revert` finishes the job" in err
+        left = [rel for rel, value in tree_snapshot(root).items() if before.get(rel) != value]
+        assert left, "125 reported although every path was restored"
+        for rel in left:
+            if not rel.startswith(".yolopatch/"):
+                assert rel in err, f"{rel} is not restored and not named"
+        assert cli("revert", "--repo", root)[0] == 0
+        assert tree_snapshot(root) == before, f"revert did not finish the job after a failure at write {k}"
+    else:
+        pytest.fail("apply never completed")
+    assert incomplete > 10
+
+
+def test_a_killed_recovery_is_finished_by_the_next_revert(tmp_path, cli, killable):
+    root = make_target(tmp_path / "repo", "ul-frozenset")
+    before = tree_snapshot(root)
+    for j in range(1, 80):
+        assert killable("kill-write:20", "apply", "toy", "--repo", root) == 137
+        assert (root / ".yolopatch" / "journal.json").exists()
+        assert _outside_state(tree_snapshot(root)) != _outside_state(before), "the kill came before any tree write"
+        code = killable(f"kill-restore:{j}", "revert", "--repo", root)
+        if code == 0:
+            assert j > 3
+            assert tree_snapshot(root) == before
+            break
+        assert code == 137
+        if (root / ".yolopatch" / "journal.json").exists():  # else killed while removing the journal: rolled back
+            assert "interrupted" in cli("status", "--repo", root)[1]
+        assert cli("revert", "--repo", root)[0] == 0
+        assert tree_snapshot(root) == before, f"not pristine after a kill at restoring write {j}"
+    else:
+        pytest.fail("the recovery never completed")
+
+
+def test_a_failing_recovery_keeps_the_journal_and_says_so(tmp_path, cli, monkeypatch, killable):
+    root = make_target(tmp_path / "repo", "ul-set")
+    before = tree_snapshot(root)
+    assert killable("kill-write:20", "apply", "toy", "--repo", root) == 137
+    monkeypatch.setenv("YOLOPATCH_FAULT", "fail-restore:1")
+    code, _, err = cli("revert", "--repo", root)
+    assert code == 125, err
+    assert "rolling back the interrupted run (apply toy) failed" in err and "not restored" in err
+    assert (root / ".yolopatch" / "journal.json").exists()
+    monkeypatch.delenv("YOLOPATCH_FAULT")
+    code, out, _ = cli("status", "--repo", root)
+    assert "interrupted" in out and "apply toy" in out
+    code, _, err = cli("revert", "--repo", root)
+    assert code == 0, err
+    assert "rolled back the interrupted run" in err
+    assert tree_snapshot(root) == before
+
+
+def test_rollback_rewrites_only_what_was_written(tmp_path, monkeypatch):
+    """The write of `b` failed, so `b` was never touched: restoring rewrites `a` only (a second restoring
+    write would fail here), and both files hold their bytes from before."""
+    from yolopatch import fsio, journal
+
+    (tmp_path / "a").write_bytes(b"A")
+    (tmp_path / "b").write_bytes(b"B")
+    ops = [journal.Op("write", "a", b"A2", 0o644), journal.Op("write", "b", b"B2", 0o644),
+           journal.Op("mkdir", "new"), journal.Op("write", "new/c", b"C", 0o644)]
+    images = journal.capture(tmp_path, ops)
+    journal.perform(tmp_path, ops[0])
+    monkeypatch.setenv(fsio.FAULT_ENV, "fail-restore:2")
+    fsio.reset_fault_counter()
+    assert journal.restore(tmp_path, images) == (1, [])
+    assert (tmp_path / "a").read_bytes() == b"A" and (tmp_path / "b").read_bytes() == b"B"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b"]

@@ -2,6 +2,8 @@
 
 import shutil
 
+import pytest
+
 from lookalikes import make_target, tree_snapshot
 
 
@@ -64,3 +66,52 @@ def test_locked_takes_no_recipe_arguments(cli, tmp_path):
     _, b = locked_pair(cli, tmp_path)
     assert cli("apply", "toy", "--locked", "--repo", b)[0] == 2
 
+
+
+def test_lock_refuses_over_user_edits(cli, tmp_path):
+    a = make_target(tmp_path / "a", "ul-set")
+    assert cli("apply", "toy", "--repo", a)[0] == 0
+    tasks = a / "ultralytics" / "nn" / "tasks.py"
+    tasks.write_bytes(tasks.read_bytes() + b"# mine\n")
+    before = tree_snapshot(a)
+    code, _, err = cli("lock", "--no-figures", "--repo", a)
+    assert code == 3 and "ultralytics/nn/tasks.py was changed" in err and "would not reproduce" in err
+    assert tree_snapshot(a) == before
+
+
+def test_the_lock_write_goes_through_the_journal(cli, tmp_path, monkeypatch, killable):
+    """A failure at any write of `lock` leaves the previous lock byte for byte; a kill leaves a journal that
+    `status` reports and `revert` replays (the previous lock back, then the checkout pristine)."""
+    a, _ = locked_pair(cli, tmp_path)
+    lock = a / "yolopatch.lock"
+    lock.write_bytes(lock.read_bytes().replace(b"\n[files]", b"\n# an older lock\n[files]"))
+    before = tree_snapshot(a)
+    for k in range(1, 10):
+        monkeypatch.setenv("YOLOPATCH_FAULT", f"fail-write:{k}")
+        code, _, err = cli("lock", "--no-figures", "--repo", a)
+        if code == 0:
+            assert k == 4  # the journal, the lock, the journal's removal: three writes
+            break
+        assert code == 123, err
+        assert tree_snapshot(a) == before, f"the lock changed after a failure at write {k}"
+    else:
+        pytest.fail("lock never completed")
+    monkeypatch.delenv("YOLOPATCH_FAULT")
+    lock.write_bytes(before["yolopatch.lock"][1])
+    assert killable("kill-write:2", "lock", "--no-figures", "--repo", a) == 137
+    assert "an earlier run (lock) was interrupted" in cli("status", "--repo", a)[1]
+    assert cli("revert", "--repo", a)[0] == 0
+    assert lock.read_bytes() == before["yolopatch.lock"][1]
+    assert not (a / ".yolopatch").exists()
+
+
+def test_apply_locked_leaves_the_users_edits(cli, tmp_path):
+    _, b = locked_pair(cli, tmp_path)
+    assert cli("apply", "--locked", "--repo", b)[0] == 0
+    tasks = b / "ultralytics" / "nn" / "tasks.py"
+    tasks.write_bytes(tasks.read_bytes() + b"\n\ndef mine():\n    return 1\n")
+    edited = tree_snapshot(b)
+    code, _, err = cli("apply", "--locked", "--repo", b)
+    assert code == 0 and "already applied" in err
+    assert cli("apply", "--locked", "--repo", b, "--check")[0] == 0
+    assert tree_snapshot(b) == edited

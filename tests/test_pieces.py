@@ -8,7 +8,6 @@ from lookalikes import STYLES, parser_source
 from test_properties import variants
 from upstream import MIDDLE_ULTRALYTICS, NEWEST_ULTRALYTICS, YOLOV5_PACKAGE, pristine, upstream_yolov5
 from yolopatch.edits.anchors import AnchorMissing
-from yolopatch.edits.parse_model import Registration
 from yolopatch.edits.parser_file import ParserPatch, apply_patch, apply_patch_whole
 from yolopatch.edits.pieces import locate
 from yolopatch.errors import RefusedError
@@ -16,12 +15,14 @@ from yolopatch.errors import RefusedError
 PREFIX = "pkg.modules"
 PATCHES = {
     "block": ParserPatch((("pkg.modules.blocks", ("GSConv", "VoVGSCSP")),),
-                         Registration(blocks=("GSConv", "VoVGSCSP"), repeat_blocks=("VoVGSCSP",))),
+                         (("block", ("GSConv", "VoVGSCSP")),), repeats=("VoVGSCSP",)),
     "backbone": ParserPatch((("pkg.modules.mnv4", ("MobileNetV4ConvSmall",)),),
-                            Registration(backbones=("MobileNetV4ConvSmall",))),
-    "everything": ParserPatch((("pkg.modules.a", ("Blk",)), ("pkg.modules.b", ("Bb", "Bb2")), ("pkg.modules.c", ("Fuse",))),
-                              Registration(blocks=("Blk",), repeat_blocks=("Blk",), backbones=("Bb", "Bb2"),
-                                           fusions=("Fuse",))),
+                            (("backbone", ("MobileNetV4ConvSmall",)),)),
+    "everything": ParserPatch((("pkg.modules.a", ("Blk",)), ("pkg.modules.b", ("Bb", "Bb2")), ("pkg.modules.c", ("Fuse",)),
+                               ("pkg.modules.d", ("SE", "Up", "Free"))),
+                              (("backbone", ("Bb", "Bb2")), ("block", ("Blk",)), ("same-width", ("SE",)),
+                               ("upsample", ("Up",)), ("fusion", ("Fuse",)), ("pass-through", ("Free",))),
+                              repeats=("Blk",)),
 }
 
 
@@ -130,7 +131,7 @@ def test_a_loop_in_a_top_level_function_is_edited():
     assert len(pieces.loops) == 2 and not pieces.loops[1].nested
     piecewise, whole = both(source, PATCHES["backbone"])
     assert piecewise == whole
-    assert piecewise.count(b"x = spread_backbone_outputs(m, x, y, self.save)") == 2
+    assert piecewise.count(b"x = route_backbone_levels(m, x, y, self.save)") == 2
 
 
 def test_second_parse_model_is_left_alone_as_in_the_whole_file_edit():

@@ -3,6 +3,7 @@ CRLF, one element per line) either apply and round-trip byte-identically, or are
 the tool never writes Python that does not parse."""
 
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -35,9 +36,21 @@ def parser_path(root: Path) -> Path:
     return next(p for p in (root / "models" / "yolo.py", root / "ultralytics" / "nn" / "tasks.py") if p.exists())
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(variants())
-def test_any_formatting_applies_and_round_trips_or_is_refused(variant):
+def test_any_formatting_applies_and_round_trips_or_is_refused():
+    outcomes = Counter()
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(variants())
+    def check(variant):
+        outcomes[_apply_and_round_trip(variant)] += 1
+
+    check()
+    ran = outcomes["applied"] + outcomes["refused"]
+    # comments and blank lines anywhere are formatting, not new anchors: most variants must apply
+    assert ran and outcomes["applied"] >= 0.6 * ran, outcomes
+
+
+def _apply_and_round_trip(variant) -> str:
     style, source, crlf = variant
     with tempfile.TemporaryDirectory() as tmp:
         root = make_target(Path(tmp) / "repo", style)
@@ -46,16 +59,17 @@ def test_any_formatting_applies_and_round_trips_or_is_refused(variant):
         try:
             compile(data, "variant", "exec")
         except SyntaxError:
-            return  # the variant itself is not Python; nothing to check
+            return "not python"  # the variant itself is not Python; nothing to check
         before = tree_snapshot(root)
         try:
             api.apply(root, ["toy"], recipe_dirs=(FIXTURE_RECIPES,))
         except RefusedError:
             assert tree_snapshot(root) == before
-            return
+            return "refused"
         patched = parser_path(root).read_bytes()
         compile(patched, "patched", "exec")
         assert (b"\r\n" in patched) == crlf
         assert api.apply(root, ["toy"], recipe_dirs=(FIXTURE_RECIPES,)).changes == []
         api.revert(root)
         assert tree_snapshot(root) == before
+        return "applied"

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import shutil
+import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import manifest, recipes as recipe_store, runlock, targets
 from .diffs import summary, unified_diff
-from .engine import Change, Transition, commit, edited_files, plan_transition, pristine_bytes
+from .engine import (Change, Transition, commit, conflict_message, edited_files, plan_file, plan_transition,
+                     pristine_bytes)
 from .errors import RefusedError, UsageError
-from .fsio import atomic_write, read_or_none, remove_file
 from .recipes import Recipe
+from .writer import clean_state_dir, execute, interrupted_run, recover
 
 
 @dataclass
@@ -20,6 +21,9 @@ class Result:
     message: str
     changes: list[Change] = field(default_factory=list)
     wrote: bool = False
+    notes: list[str] = field(default_factory=list)   # user edits merged, copies kept: one line each
+    refusal: str | None = None   # a preview (--dry-run / --diff / --check) of a run that would refuse
+    hint: str | None = None      # after apply: how to make Python import this checkout
 
     @property
     def summary_lines(self) -> list[str]:
@@ -35,18 +39,19 @@ def _recipe_records(recipes: list[Recipe]) -> list[dict]:
 
 
 def _refuse_if_interrupted(root: Path) -> None:
-    if manifest.journal_path(root).exists():
-        raise RefusedError("an earlier yolopatch run on this checkout was interrupted; run `yolopatch revert` "
-                           "to restore the pristine files first")
+    run = interrupted_run(root)
+    if run is not None:
+        raise RefusedError(f"an earlier yolopatch run on this checkout{f' ({run})' if run else ''} was interrupted; "
+                           "run `yolopatch revert` to roll it back and restore the pristine files first")
 
 
-def _transition_to(target, old, wanted: list[Recipe], force: bool, hint: str = "") -> Transition:
+def _transition_to(target, old, wanted: list[Recipe], force: bool, verb: str) -> Transition:
     if not wanted:  # back to pristine: saved bytes only, no source edits to load
-        return plan_transition(target, old, [], [], force, hint)
+        return plan_transition(target, old, [], [], force, verb)
     from . import plan  # the source edits (libcst) load only when something is planned
 
     planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel))
-    return plan_transition(target, old, planned, _recipe_records(wanted), force, hint)
+    return plan_transition(target, old, planned, _recipe_records(wanted), force, verb)
 
 
 def _pristine_or_missing(target, old, rel: str) -> bytes:
@@ -62,6 +67,7 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
     if not names:
         raise UsageError("name at least one recipe (see `yolopatch list`)")
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
         requested = recipe_store.resolve(list(dict.fromkeys(names)), recipe_dirs)
         recipe_store.check_supported(requested, target.family)
@@ -69,20 +75,26 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
         old = manifest.load(target.root)
         already = recipe_store.resolve(old.recipe_names, recipe_dirs) if old else []
         wanted = {r.name: r for r in already + requested}
-        transition = _transition_to(target, old, list(wanted.values()), force,
-                                    hint="revert with --force to discard those edits, or apply with --force to keep them")
-        return _finish(transition, target, ", ".join(sorted(r.name for r in requested)), mode)
+        transition = _transition_to(target, old, list(wanted.values()), force, "apply")
+        names_text = ", ".join(sorted(r.name for r in requested))
+        return _finish(transition, target, names_text, mode, f"apply {names_text}")
 
 
-def _finish(transition: Transition, target, names_text: str, mode: str) -> Result:
+def _finish(transition: Transition, target, names_text: str, mode: str, run: str) -> Result:
+    verb = run.split()[0]
+    refusal = conflict_message(transition.conflicts, verb) if transition.conflicts else None
     if transition.is_noop:
         return Result(f"{names_text}: already applied to {target.describe()}; nothing to do")
     if mode != "write":
         return Result(f"{names_text}: {len(transition.changes)} file(s) would change in {target.describe()}",
-                      transition.changes)
-    commit(transition)
+                      transition.changes, notes=transition.notes, refusal=refusal)
+    if refusal:
+        raise RefusedError(refusal)
+    commit(transition, run)
+    from .run_hint import import_hint
+
     return Result(f"applied {names_text} to {target.describe()}: {len(transition.changes)} file(s) written",
-                  transition.changes, wrote=True)
+                  transition.changes, wrote=True, notes=transition.notes, hint=import_hint(target))
 
 
 def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] = ()) -> Result:
@@ -90,6 +102,7 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
     from . import __version__, lockfile
 
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
         lock = lockfile.read(target.root)
         if lock.tool != __version__:
@@ -108,7 +121,7 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
         if old and sorted(old.recipe_names) != sorted(r.name for r in locked):
             raise RefusedError(f"the checkout has {', '.join(old.recipe_names)} applied, the lock pins "
                                f"{', '.join(r.name for r in locked)}; revert first")
-        transition = _transition_to(target, old, locked, force=False)
+        transition = _transition_to(target, old, locked, False, "apply")
         written = transition.new.files if transition.new else {}
         for rel in sorted(set(written) | set(lock.files)):
             got, pinned = (written[rel].sha256 if rel in written else None), lock.files.get(rel)
@@ -116,7 +129,8 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
                 what = "is not written by this patch" if got is None else (
                     "is not pinned by the lock" if pinned is None else f"would have sha256 {got[:12]}, the lock pins {pinned[:12]}")
                 raise RefusedError(f"{rel} {what}; nothing was written")
-        return _finish(transition, target, ", ".join(r.name for r in locked), mode)
+        names_text = ", ".join(r.name for r in locked)
+        return _finish(transition, target, names_text, mode, "apply --locked")
 
 
 def lock(repo: Path, models: list[dict] | None = None) -> Path:
@@ -131,7 +145,8 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
             raise RefusedError(f"nothing is applied to {target.describe()}; apply recipes before locking")
         edited = edited_files(target.root, state)
         if edited:
-            raise RefusedError(f"{edited[0]} was changed since yolopatch wrote it; the lock would not be reproducible")
+            raise RefusedError(f"{edited[0]} was changed since yolopatch wrote it; a lock pins yolopatch's own bytes, "
+                               "so it would not reproduce this checkout (undo those edits or revert, then lock)")
         record = lockfile.Lock(
             tool=__version__,
             target={"flavour": target.flavour, "version": target.version,
@@ -140,67 +155,51 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
             files={rel: rec.sha256 for rel, rec in state.files.items()},
             models=models or [],
         )
-        return lockfile.write(target.root, record)
+        execute(target.root, plan_file(target.root, lockfile.LOCK_NAME, record.to_toml().encode()), "lock")
+        return target.root / lockfile.LOCK_NAME
 
 
 def revert(repo: Path, names: list[str] | None = None, force: bool = False,
            recipe_dirs: tuple[Path, ...] = ()) -> Result:
     target = targets.detect(repo)
+    recipe_dirs = recipe_store.with_local(recipe_dirs, target.root)
     with runlock.exclusive(target.root):
-        if manifest.journal_path(target.root).exists():
-            return _recover(target)
-        old = manifest.load(target.root)
-        if old is None:
-            _remove_empty_state_dir(target.root)
-            return Result(f"nothing applied to {target.describe()}; nothing to do")
-        applied = old.recipe_names
-        names = list(dict.fromkeys(names or []))
-        unknown = [n for n in names if n not in applied]
-        if unknown:
-            raise UsageError(f"{', '.join(unknown)} not applied here (applied: {', '.join(applied)})")
-        keep = [n for n in applied if names and n not in names]
-        wanted = recipe_store.resolve(keep, recipe_dirs) if keep else []
-        transition = _transition_to(target, old, wanted, force, hint="revert with --force to discard those edits")
-        commit(transition)
-        what = ", ".join(names) if names else ", ".join(applied)
-        return Result(f"reverted {what} from {target.describe()}: {len(transition.changes)} file(s) restored",
-                      transition.changes, wrote=True)
+        rolled_back = None
+        if interrupted_run(target.root) is not None:
+            restored, kept = recover(target.root)
+            rolled_back = f"rolled back the interrupted run ({restored} path(s) restored"
+            rolled_back += f"; changed since it was interrupted, so kept beside: {', '.join(kept)})" if kept else ")"
+        try:
+            result = _revert(target, names, force, recipe_dirs)
+        except RefusedError as exc:
+            if rolled_back is None:
+                raise
+            raise RefusedError(f"{rolled_back}, then stopped: {exc}") from None
+        if rolled_back:
+            result.message = f"{rolled_back}; {result.message}"
+            result.wrote = True
+        return result
 
 
-def _remove_empty_state_dir(root: Path) -> None:
-    folder = manifest.state_dir(root)
-    if folder.is_dir() and not any(p.is_file() for p in folder.rglob("*")):
-        shutil.rmtree(folder)
-
-
-def _recover(target) -> Result:
-    """Finish an interrupted run by restoring every file it may have touched to pristine."""
-    root = target.root
-    try:
-        journal = json.loads(manifest.journal_path(root).read_text(encoding="utf-8"))
-        files, modes, dirs = journal["files"], journal.get("original_modes", {}), journal["dirs"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise RefusedError(f"the journal of the interrupted run is unreadable ({exc}); restore the checkout "
-                           "from version control") from None
-    restored = []
-    for rel, kind in sorted(files.items()):
-        path = root / rel
-        if kind == "create":
-            if path.exists():
-                remove_file(path, counted=False)
-                restored.append(rel)
-            continue
-        original = read_or_none(manifest.original_path(root, rel))
-        if original is not None and read_or_none(path) != original:
-            atomic_write(path, original, modes.get(rel), counted=False)
-            restored.append(rel)
-    for folder in sorted(dirs, key=len, reverse=True):
-        path = root / folder
-        if path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
-    shutil.rmtree(manifest.state_dir(root))
-    return Result(f"finished the interrupted run: {len(restored)} file(s) restored; {target.describe()} is pristine",
-                  wrote=True)
+def _revert(target, names, force, recipe_dirs) -> Result:
+    old = manifest.load(target.root)
+    if old is None:
+        clean_state_dir(target.root)
+        return Result(f"nothing applied to {target.describe()}; nothing to do")
+    applied = old.recipe_names
+    names = list(dict.fromkeys(names or []))
+    unknown = [n for n in names if n not in applied]
+    if unknown:
+        raise UsageError(f"{', '.join(unknown)} not applied here (applied: {', '.join(applied)})")
+    keep = [n for n in applied if names and n not in names]
+    wanted = recipe_store.resolve(keep, recipe_dirs) if keep else []
+    transition = _transition_to(target, old, wanted, force, "revert")
+    if transition.conflicts:
+        raise RefusedError(conflict_message(transition.conflicts, "revert"))
+    what = ", ".join(names) if names else ", ".join(applied)
+    commit(transition, f"revert {what}")
+    return Result(f"reverted {what} from {target.describe()}: {len(transition.changes)} file(s) restored",
+                  transition.changes, wrote=True, notes=transition.notes)
 
 
 def status(repo: Path) -> dict:
@@ -208,8 +207,11 @@ def status(repo: Path) -> dict:
     root = target.root
     report = {"target": {"flavour": target.flavour, "family": target.family, "version": target.version,
                          "root": str(root), "parser_file": target.parser_file},
-              "interrupted": manifest.journal_path(root).exists(), "recipes": [], "files": {}, "edited": []}
-    if report["interrupted"]:
+              "interrupted": False, "recipes": [], "files": {}, "edited": []}
+    run = interrupted_run(root)
+    if run is not None:
+        report["interrupted"] = True
+        report["interrupted_run"] = run
         return report
     state = manifest.load(root)
     if state is None:
@@ -222,9 +224,38 @@ def status(repo: Path) -> dict:
     return report
 
 
-def list_recipes(recipe_dirs: tuple[Path, ...] = ()) -> list[Recipe]:
-    return list(recipe_store.load_all(recipe_dirs).values())
+def list_recipes(recipe_dirs: tuple[Path, ...] = (), repo: Path | None = None) -> list[Recipe]:
+    """The shipped recipes, those of --recipes-dir and (with repo) the checkout's own."""
+    dirs = recipe_store.with_local(recipe_dirs, repo) if repo is not None else recipe_dirs
+    return list(recipe_store.load_all(dirs).values())
 
 
-def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = ()) -> Recipe:
-    return recipe_store.resolve([name], recipe_dirs)[0]
+def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = (), repo: Path | None = None) -> Recipe:
+    dirs = recipe_store.with_local(recipe_dirs, repo) if repo is not None else recipe_dirs
+    return recipe_store.resolve([name], dirs)[0]
+
+
+def add(repo: Path, file: Path, name: str | None = None, role_options: tuple[str, ...] = (), mode: str = "write",
+        python: str | None = None, recipe_dirs: tuple[Path, ...] = ()) -> Result:
+    """Make a tutorial's module file a local recipe of the checkout and apply it (see yolopatch/add/)."""
+    from .add.compose import compose  # libcst: loaded only when a file is added
+
+    file = Path(file)
+    if not file.is_file():
+        raise UsageError(f"{file}: no such file")
+    target = targets.detect(repo)
+    extra = tuple(recipe_dirs)
+    with runlock.exclusive(target.root):
+        _refuse_if_interrupted(target.root)
+        old = manifest.load(target.root)
+        with tempfile.TemporaryDirectory(prefix="yolopatch-add-") as scratch:
+            recipe, summary = compose(target, old, file, name, role_options, python or sys.executable, extra,
+                                      Path(scratch))
+            dirs = recipe_store.with_local(extra, target.root)
+            already = [r for r in (recipe_store.resolve(old.recipe_names, dirs) if old else []) if r.name != recipe.name]
+            transition = _transition_to(target, old, [*already, recipe], False, "apply")
+            result = _finish(transition, target, recipe.name, mode, f"add {recipe.name}")
+    if result.message.endswith("nothing to do"):
+        return Result(f"{recipe.name}: {file.name} is already added to {target.describe()} as it is; nothing to do")
+    return Result(f"{summary}; {result.message}", result.changes, result.wrote, notes=result.notes,
+                  refusal=result.refusal, hint=result.hint)

@@ -1,7 +1,8 @@
 """Command line: flags in, one call into api, output out. Exit codes are decided in main() only.
 
 0 done or nothing to do · 1 --check found changes · 2 usage · 3 refused (nothing written)
-4 verification failed · 123 internal error (tree restored)
+4 verification failed · 5 verification failed and the stock model fails the same way (the environment)
+123 internal error (tree restored) · 125 writing failed and restoring failed too (`yolopatch revert` finishes)
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ def _api():
     return api
 
 
+def _with_local(recipe_dirs: tuple[Path, ...], repo: Path) -> tuple[Path, ...]:
+    """--recipes-dir and the checkout's own recipes (yolopatch-recipes/)."""
+    from .recipes import with_local
+
+    return with_local(recipe_dirs, repo)
+
+
 def _say(message: str) -> None:
     click.echo(message, err=True)
 
@@ -46,12 +54,17 @@ def cli(ctx: click.Context, verbose: bool, recipe_dirs: tuple[Path, ...]) -> Non
     ctx.obj = {"verbose": verbose, "recipe_dirs": recipe_dirs}
 
 
+local_option = click.option("--repo", type=click.Path(path_type=Path), default=Path("."), show_default=True,
+                            help="Also list the recipes this checkout keeps in yolopatch-recipes/.")
+
+
 @cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@local_option
 @click.pass_obj
-def list_cmd(obj, as_json: bool) -> None:
+def list_cmd(obj, as_json: bool, repo: Path) -> None:
     """List the available recipes."""
-    recipes = _api().list_recipes(obj["recipe_dirs"])
+    recipes = _api().list_recipes(obj["recipe_dirs"], repo)
     if as_json:
         click.echo(json.dumps([_recipe_json(r) for r in recipes], indent=2))
         return
@@ -75,10 +88,11 @@ def _recipe_json(recipe) -> dict:
 @cli.command()
 @click.argument("recipe")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@local_option
 @click.pass_obj
-def show(obj, recipe: str, as_json: bool) -> None:
+def show(obj, recipe: str, as_json: bool, repo: Path) -> None:
     """Show a recipe: paper, modules and roles, the YAMLs it writes."""
-    found = _api().show_recipe(recipe, obj["recipe_dirs"])
+    found = _api().show_recipe(recipe, obj["recipe_dirs"], repo)
     if as_json:
         click.echo(json.dumps(_recipe_json(found), indent=2))
         return
@@ -111,7 +125,9 @@ def show(obj, recipe: str, as_json: bool) -> None:
 @click.option("--dry-run", "mode", flag_value="dry-run", help="Say what would change; write nothing.")
 @click.option("--diff", "mode", flag_value="diff", help="Print the patch as a unified diff; write nothing.")
 @click.option("--check", "mode", flag_value="check", help="Exit 1 if applying would change files; write nothing.")
-@click.option("--force", is_flag=True, help="Keep going over edited patched files or existing destinations.")
+@click.option("--force", is_flag=True,
+              help="Where your edits conflict with yolopatch's changes, write yolopatch's version and keep yours "
+                   "beside it as FILE.orig; replace an existing destination file (revert puts it back).")
 @click.pass_obj
 def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool) -> None:
     """Apply RECIPES to the checkout (or, with --locked, what yolopatch.lock pins)."""
@@ -128,22 +144,63 @@ def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool)
     else:
         for line in result.summary_lines:
             _say(line)
-    _say(result.message)
+    _report(result)
+    if result.refusal:  # a preview of a run that would refuse: shown above, then refused the same way
+        from .errors import RefusedError
+
+        raise RefusedError(result.refusal)
     if mode == "check" and result.changes:
         raise _CheckWouldChange()
+
+
+def _report(result) -> None:
+    for note in result.notes:
+        _say(note)
+    _say(result.message)
+    if result.hint:
+        _say(f"to use the patched models, Python must import this checkout: {result.hint}")
+
+
+@cli.command()
+@click.argument("file", type=click.Path(path_type=Path))
+@click.option("--name", default=None, help="Recipe name (default: from the file name).")
+@click.option("--role", "role_options", multiple=True, metavar="CLASS=ROLE",
+              help="Give a class its role (backbone, block, same-width, upsample, fusion, pass-through, helper); "
+                   "repeatable.")
+@repo_option
+@click.option("--dry-run", "mode", flag_value="dry-run", help="Say what would change; write nothing.")
+@click.option("--diff", "mode", flag_value="diff", help="Print the patch as a unified diff; write nothing.")
+@click.option("--python", "python", type=click.Path(dir_okay=False), default=None,
+              help="The target's interpreter, for measuring backbones (default: the one running yolopatch).")
+@click.pass_obj
+def add(obj, file: Path, name, role_options, repo: Path, mode, python) -> None:
+    """Make FILE's modules a local recipe of the checkout (yolopatch-recipes/) and apply it."""
+    result = _api().add(repo, file, name, tuple(role_options), mode or "write", python, obj["recipe_dirs"])
+    if mode == "diff":
+        click.echo(result.diff, nl=False)
+    else:
+        for line in result.summary_lines:
+            _say(line)
+    _report(result)
+    if result.refusal:
+        from .errors import RefusedError
+
+        raise RefusedError(result.refusal)
 
 
 @cli.command()
 @click.argument("recipes", nargs=-1)
 @repo_option
-@click.option("--force", is_flag=True, help="Restore the originals even over files edited since apply.")
+@click.option("--force", is_flag=True,
+              help="Where your edits conflict with the lines yolopatch wrote, write the reverted file and keep "
+                   "yours beside it as FILE.orig.")
 @click.pass_obj
 def revert(obj, recipes, repo: Path, force: bool) -> None:
     """Revert RECIPES (default: everything applied), restoring the original bytes."""
     result = _api().revert(repo, list(recipes), force, obj["recipe_dirs"])
     for line in result.summary_lines:
         _say(line)
-    _say(result.message)
+    _report(result)
 
 
 @cli.command()
@@ -156,7 +213,7 @@ def lock(obj, repo: Path, no_figures: bool) -> None:
     if not no_figures:
         from .verify import lock_figures  # measures every generated YAML with verify --quick
 
-        models = lock_figures(repo, obj["recipe_dirs"], progress=_say)
+        models = lock_figures(repo, _with_local(obj["recipe_dirs"], repo), progress=_say)
     path = _api().lock(repo, models)
     _say(f"wrote {path}")
 
@@ -173,7 +230,9 @@ def status(repo: Path, as_json: bool) -> None:
     t = report["target"]
     click.echo(f"target:  {t['flavour']} {t['version']} at {t['root']}")
     if report["interrupted"]:
-        click.echo("state:   an earlier run was interrupted; `yolopatch revert` restores the pristine files")
+        run = f" ({report['interrupted_run']})" if report.get("interrupted_run") else ""
+        click.echo(f"state:   an earlier run{run} was interrupted; `yolopatch revert` rolls it back and restores "
+                   "the pristine files")
         return
     names = [r["name"] for r in report["recipes"]]
     click.echo(f"applied: {', '.join(names) if names else 'nothing'}")
@@ -205,6 +264,7 @@ def doctor(repo: Path, python: str | None, as_json: bool) -> None:
             click.echo(f"imports:      {imports['note']}")
         else:
             click.echo(f"imports:      could not run the interpreter: {imports.get('error')}")
+        click.echo(f"to import it: {report['import_hint']}")
         applied = report["state"]["applied"]
         click.echo(f"applied:      {', '.join(applied) if applied else 'nothing'}")
         for problem in report["problems"]:
@@ -237,25 +297,32 @@ def demo(recipe: str, keep: Path | None) -> None:
 @click.option("--python", "python", type=click.Path(exists=True, dir_okay=False), default=None,
               help="The target's interpreter (default: the one running yolopatch).")
 @click.option("--one-scale", is_flag=True, help="Only the first scale each YAML declares (faster).")
+@click.option("--fit", is_flag=True, help="Also train one epoch with the target's own trainer on a small synthetic "
+                                         "dataset, then predict with best.pt in a fresh interpreter.")
 @click.option("--locked", is_flag=True, help="Also fail when parameters, GFLOPs (> 0.1) or strides differ from "
                                             "yolopatch.lock.")
+@click.option("--shard", default="1/1", show_default=True, metavar="K/N",
+              help="Only models K, K+N, K+2N, ... (1-based, in the order verify lists them): one CI job of N.")
 @click.pass_obj
 def verify(obj, repo: Path, recipe_names, yaml_files, as_json: bool, quick: bool, export, python, one_scale: bool,
-           locked: bool) -> None:
-    """Prove the patched checkout imports, builds, trains a step, reloads and exports (exit 4 on a failure)."""
-    from .errors import VerifyError
-    from .verify import lock_mismatches, run_verify  # lazily: the verify side stays out of every other command
+           fit: bool, locked: bool, shard: str) -> None:
+    """Prove the patched checkout imports, builds, trains a step, reloads and exports (exit 4 on a failure,
+    5 when the stock model fails the same way)."""
+    from .errors import EnvironmentFailure, VerifyError
+    from .verify import lock_mismatches, parse_shard, run_verify  # lazily: verify stays out of other commands
 
+    shard_k_n = parse_shard(shard)
     pinned = None
     if locked:
         from . import lockfile, targets
 
         pinned = lockfile.read(targets.detect(repo).root).models
     report = run_verify(repo, recipe_names, yaml_files, quick=quick, export=export, python=python,
-                        recipe_dirs=obj["recipe_dirs"], progress=_say, one_scale=one_scale)
+                        recipe_dirs=_with_local(obj["recipe_dirs"], repo), progress=_say, one_scale=one_scale,
+                        shard=shard_k_n, fit=fit)
     click.echo(report.to_json() if as_json else report.table())
     if not report.passed:
-        raise VerifyError(report.failure_summary())
+        raise (EnvironmentFailure if report.exit_code == 5 else VerifyError)(report.failure_summary())
     if pinned is not None:
         problems = lock_mismatches(report, pinned)
         if problems:

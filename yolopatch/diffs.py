@@ -52,5 +52,6 @@ def summary(changes: list[Change]) -> list[str]:
         for line in difflib.unified_diff(_lines(change.before), _lines(change.after), n=0):
             added += line.startswith("+") and not line.startswith("+++")
             removed += line.startswith("-") and not line.startswith("---")
-        lines.append(f"{change.action:>6}  {change.rel}  (+{added} -{removed})")
+        note = f"  {change.note}" if change.note else ""
+        lines.append(f"{change.action:>6}  {change.rel}  (+{added} -{removed}){note}")
     return lines

@@ -8,8 +8,11 @@ import sys
 from pathlib import Path
 
 from . import manifest, targets
+from .ddp import worker_problems
 from .engine import edited_files
 from .errors import YolopatchError
+from .run_hint import import_hint
+from .writer import interrupted_run
 
 # Run in the target's interpreter from a neutral folder: where does `import <package>` land, is it an
 # editable install, which versions of the libraries verification needs are there.
@@ -40,10 +43,11 @@ def _package_folder(target: targets.Target) -> Path:
 
 def diagnose(repo: Path, python: str | None = None) -> dict:
     target = targets.detect(repo)
+    hint = import_hint(target)
     report: dict = {"target": {"flavour": target.flavour, "version": target.version, "root": str(target.root)},
-                    "problems": []}
+                    "import_hint": hint, "problems": []}
     if target.flavour == "yolov5-upstream":
-        report["imports"] = {"note": "an upstream YOLOv5 checkout is imported from its own folder (run scripts there)"}
+        report["imports"] = {"note": "an upstream YOLOv5 checkout is imported from its own folder"}
     else:
         package = target.parser_file.split("/")[0]
         result = subprocess.run([python or sys.executable, "-c", _PROBE, package], capture_output=True, text=True,
@@ -55,12 +59,12 @@ def diagnose(repo: Path, python: str | None = None) -> dict:
         report["imports"] = probe
         found, checkout = probe.get("imports_from"), _package_folder(target)
         if found is None:
-            report["problems"].append(f"`import {package}` fails outside the checkout: run `pip install -e "
-                                      f"{target.root}` or put {target.root} first on PYTHONPATH")
+            report["problems"].append(f"`import {package}` fails outside the checkout; to fix it: {hint}")
         elif Path(found).resolve() != checkout.resolve():
             report["problems"].append(f"`import {package}` loads {found}, not the patched {checkout}: a site-packages "
                                       f"copy shadows the checkout (the usual cause of `KeyError` in parse_model); "
-                                      f"run `pip install -e {target.root}` or put {target.root} first on PYTHONPATH")
+                                      f"to fix it: {hint}")
+        report["problems"].extend(worker_problems(target, found, checkout))
     report["state"] = _state_health(target)
     if report["state"]["problem"]:
         report["problems"].append(report["state"]["problem"])
@@ -69,9 +73,10 @@ def diagnose(repo: Path, python: str | None = None) -> dict:
 
 def _state_health(target: targets.Target) -> dict:
     root = target.root
-    if manifest.journal_path(root).exists():
-        return {"applied": None, "problem": "an interrupted run left a journal: `yolopatch revert` restores the "
-                                            "pristine files"}
+    run = interrupted_run(root)
+    if run is not None:
+        return {"applied": None, "problem": f"an interrupted run{f' ({run})' if run else ''} left a journal: "
+                                            "`yolopatch revert` rolls it back and restores the pristine files"}
     try:
         state = manifest.load(root)
     except YolopatchError as exc:

@@ -2,7 +2,8 @@
 
 It pins the tool version, the target's flavour, release and git commit, each applied recipe (name,
 version, content hash, options), the sha256 of every file the patch writes, and per generated YAML the
-model figures verify measured (parameters, GFLOPs at 640, strides).
+model figures verify measured (parameters, GFLOPs at 640, strides). `api.lock` writes it through the
+engine (preflight, journal, rollback), like every other byte yolopatch writes into a checkout.
 """
 
 from __future__ import annotations
@@ -89,10 +90,3 @@ def read(root: Path) -> Lock:
     except (KeyError, TypeError) as exc:
         raise RefusedError(f"{path} is incomplete (missing {exc}); regenerate it with `yolopatch lock`") from None
 
-
-def write(root: Path, lock: Lock) -> Path:
-    from .fsio import atomic_write
-
-    path = root / LOCK_NAME
-    atomic_write(path, lock.to_toml().encode(), counted=False)
-    return path

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .edits.parse_model import Registration
+from . import roles
 from .engine import PlannedFile
-from .edits.parser_file import SUPPORT_MODULE, ParserPatch, apply_patch
+from .edits.parser_file import FUSE_MODULE, SUPPORT_MODULE, ParserPatch, apply_patch
 from .errors import RefusedError
+from .names import resolvable
 from .recipes import Recipe, check_supported
 from .render import render_yaml
 from .resources import runtime_dir
@@ -20,22 +21,50 @@ from .targets import Target
 
 
 def parser_patch(recipes: list[Recipe], target: Target) -> ParserPatch:
+    """What the parser file needs for these recipes: imports, and each module's registration by role."""
     seen: dict[str, str] = {}
-    imports, blocks, repeats, backbones, fusions = [], [], [], [], []
+    imports, repeats = [], []
+    members: dict[str, list[str]] = {role: [] for role in roles.NAMES}
     for recipe in recipes:
         for module in recipe.modules:
             if module.name in seen:
                 raise RefusedError(f"recipes {seen[module.name]} and {recipe.name} both define {module.name}")
             seen[module.name] = recipe.name
-            {"block": blocks, "backbone": backbones, "fusion": fusions}[module.role].append(module.name)
-            if module.role == "block" and module.repeats:
+            members[module.role].append(module.name)
+            if module.repeats:
                 repeats.append(module.name)
         for file in recipe.files:
             names = tuple(m.name for m in recipe.modules if m.file == file)
             if names:
                 imports.append((f"{target.import_prefix}.{file[:-3]}", names))
-    return ParserPatch(imports=tuple(imports), registration=Registration(
-        blocks=tuple(blocks), repeat_blocks=tuple(repeats), backbones=tuple(backbones), fusions=tuple(fusions)))
+    return ParserPatch(imports=tuple(imports), repeats=tuple(repeats),
+                       members=tuple((role, tuple(names)) for role, names in members.items() if names))
+
+
+def _home(recipe: Recipe, target: Target) -> str:
+    """The recipe's folder in the checkout, relative, when it is one of the checkout's own recipes."""
+    if recipe.home:
+        return recipe.home
+    try:
+        return recipe.folder.resolve().relative_to(target.root.resolve()).as_posix()
+    except ValueError:
+        return ""
+
+
+def _refuse_taken_names(recipes: list[Recipe], target: Target, parser_source: bytes, pristine) -> None:
+    """A module whose name parse_model already resolves would replace the target's own in every YAML."""
+    def read(rel: str) -> bytes | None:
+        try:
+            return pristine(rel)
+        except RefusedError:
+            return None
+
+    taken = resolvable(parser_source, target.parser_file, read)
+    for recipe in recipes:
+        for module in recipe.modules:
+            if module.name in taken:
+                raise RefusedError(f"recipe {recipe.name}: {module.name} is already a name parse_model resolves in "
+                                   f"{target.parser_file} ({taken[module.name]}); rename the class")
 
 
 def _has_rtdetr(parser_source: bytes) -> bool:
@@ -55,12 +84,20 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
 
     for recipe in recipes:
         for file in recipe.files:
-            add(f"{target.modules_dir}/{file}", (recipe.folder / file).read_bytes())
+            add(f"{target.modules_dir}/{file}", recipe.source_path(file).read_bytes())
+        home = _home(recipe, target)
+        if home:  # a local recipe is part of the patch: the lock pins it, revert restores it
+            for rel in recipe.own_files():
+                add(f"{home}/{rel}", (recipe.folder / rel).read_bytes(), modifies=(target.root / home / rel).is_file())
     patch = parser_patch(recipes, target)
     if patch.needs_multi_output:
         support = f"{SUPPORT_MODULE}.py"
         add(f"{target.modules_dir}/{support}", (runtime_dir() / support).read_bytes())
+    if patch.imports:   # the target's fuse() folds the added modules' conv+BN pairs with it
+        folding = f"{FUSE_MODULE}.py"
+        add(f"{target.modules_dir}/{folding}", (runtime_dir() / folding).read_bytes())
     parser_source = pristine(target.parser_file)
+    _refuse_taken_names(recipes, target, parser_source, pristine)
     patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)
     _check_output(patched, target)
     add(target.parser_file, patched, modifies=True)

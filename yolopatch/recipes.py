@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import keyword
 import re
 import sys
 from dataclasses import dataclass, field
@@ -14,13 +15,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import resources
+from . import resources, roles
 from .errors import RefusedError, UsageError
 
-ROLES = ("backbone", "block", "fusion")
 TARGET_FAMILIES = ("yolov5", "ultralytics")
+LOCAL_DIR = "yolopatch-recipes"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _RECIPE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+# Module files several recipes ship (a [[files]] entry with `shared = true`) live once, in this folder of the
+# shipped recipes; two recipes writing one of them write the same bytes.
+SHARED_FOLDER = "_shared"
 
 
 @dataclass(frozen=True)
@@ -50,16 +54,6 @@ class YamlSpec:
 
 
 @dataclass(frozen=True)
-class Group:
-    """Recipes that share files and exclude each other (recipes/<group>/group.toml, beside its members)."""
-    name: str
-    summary: str
-    exclusive: bool  # at most one member applied to a checkout
-    files: tuple[str, ...]  # shipped with every member, from the group's folder
-    folder: Path
-
-
-@dataclass(frozen=True)
 class Recipe:
     name: str
     version: str
@@ -72,12 +66,14 @@ class Recipe:
     modules: tuple[Module, ...]
     yamls: tuple[YamlSpec, ...]
     folder: Path
-    group: Group | None = None
+    shared_files: tuple[str, ...] = ()  # the files of `files` taken from the shared folder
+    home: str = ""  # a local recipe: its folder in the checkout (relative), where the plan writes its files
 
-    def shipped_files(self) -> dict[str, Path]:
-        """Every file the recipe ships, by the name it gets in the target: its own and its group's."""
-        shared = {rel: self.group.folder / rel for rel in self.group.files} if self.group else {}
-        return {**shared, **{rel: self.folder / rel for rel in self.files}}
+    def source_path(self, file: str) -> Path:
+        """Where the bytes of a shipped file come from: the recipe folder, or the shared folder."""
+        if file in self.shared_files:
+            return resources.recipes_dir() / SHARED_FOLDER / file
+        return self.folder / file
 
     def modules_with_role(self, role: str) -> list[Module]:
         return [m for m in self.modules if m.role == role]
@@ -95,19 +91,18 @@ class Recipe:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError):
             return []
 
-    def content_hash(self) -> str:
-        """sha256 over recipe.toml, every shipped file and the recipe's own templates, in a fixed order;
-        a group member's hash also covers group.toml and the group's files."""
-        digest = hashlib.sha256()
+    def own_files(self) -> list[str]:
+        """What defines the recipe, relative to its folder: recipe.toml, its files and its own templates."""
         own_templates = sorted(p.relative_to(self.folder).as_posix() for p in (self.folder / "templates").rglob("*")
                                if p.is_file()) if (self.folder / "templates").is_dir() else []
-        for rel in ["recipe.toml", *sorted(self.files), *own_templates]:
+        return ["recipe.toml", *sorted(self.files), *own_templates]
+
+    def content_hash(self) -> str:
+        """sha256 over recipe.toml, every shipped file and the recipe's own templates, in a fixed order."""
+        digest = hashlib.sha256()
+        for rel in self.own_files():
             digest.update(rel.encode() + b"\0")
-            digest.update((self.folder / rel).read_bytes() + b"\0")
-        if self.group:
-            for rel in ["group.toml", *sorted(self.group.files)]:
-                digest.update(f"{self.group.name}/{rel}".encode() + b"\0")
-                digest.update((self.group.folder / rel).read_bytes() + b"\0")
+            digest.update(self.source_path(rel).read_bytes() + b"\0")
         return digest.hexdigest()
 
 
@@ -128,35 +123,6 @@ def _safe_relative(folder: Path, rel: object, what: str) -> str:
     return rel
 
 
-def _shipped_files(folder: Path, raw: dict) -> tuple[str, ...]:
-    """The [[files]] of a recipe.toml or group.toml: .py files at the top of their folder."""
-    files = tuple(_safe_relative(folder, f.get("source"), "file") for f in raw.get("files", []))
-    for rel in files:
-        path = folder / rel
-        if path.is_symlink() or not path.is_file():
-            raise _fail(folder, f"file {rel!r} is missing or is a symlink")
-        if "/" in rel or not rel.endswith(".py"):
-            raise _fail(folder, f"file {rel!r} must be a .py file at the top of the recipe folder")
-    return files
-
-
-def _load_group(recipe_folder: Path, name: object) -> Group:
-    """The group a recipe names: the folder of that name beside the recipe's, holding group.toml."""
-    if not isinstance(name, str) or not _RECIPE_NAME.match(name):
-        raise _fail(recipe_folder, f"group {name!r} must be lower-case letters, digits, '-' or '_'")
-    folder = recipe_folder.parent / name
-    try:
-        raw = tomllib.loads((folder / "group.toml").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise _fail(recipe_folder, f"group {name!r} has no {name}/group.toml beside the recipe") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise _fail(folder, f"group.toml does not parse: {exc}") from None
-    if raw.get("name") != name:
-        raise _fail(folder, f"group name {raw.get('name')!r} must equal the folder name")
-    return Group(name=name, summary=str(raw.get("summary", "")), exclusive=bool(raw.get("exclusive", False)),
-                 files=_shipped_files(folder, raw), folder=folder)
-
-
 def _int_tuple(folder: Path, value: object, what: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
         raise _fail(folder, f"{what} must be a list of positive integers")
@@ -168,20 +134,27 @@ def _parse_module(folder: Path, raw: dict, files: tuple[str, ...]) -> Module:
     if not isinstance(name, str) or not _IDENTIFIER.match(name):
         raise _fail(folder, f"module name {name!r} is not a Python identifier")
     role = raw.get("role")
-    if role not in ROLES:
-        raise _fail(folder, f"module {name}: role {role!r} is not one of {', '.join(ROLES)}")
+    if role not in roles.NAMES:
+        raise _fail(folder, f"module {name}: role {role!r} is not one of {', '.join(roles.NAMES)}")
+    entry = roles.get(role)
     file = raw.get("file")
     if file not in files:
         raise _fail(folder, f"module {name}: file {file!r} is not listed in [[files]]")
+    repeats = raw.get("repeats", False)
+    if not isinstance(repeats, bool):
+        raise _fail(folder, f"module {name}: repeats must be true or false")
+    if repeats and not entry.repeats:
+        raise _fail(folder, f"module {name}: a {role} takes no repeat count (repeats = true is for "
+                            f"{', '.join(r.name for r in roles.ROLES if r.repeats)})")
     channels = strides = ()
-    if role == "backbone":
+    if entry.declares_outputs:
         channels = _int_tuple(folder, raw.get("channels"), f"module {name}: channels")
         strides = _int_tuple(folder, raw.get("strides"), f"module {name}: strides")
         if len(channels) != len(strides):
             raise _fail(folder, f"module {name}: channels and strides differ in length")
         if any(s & (s - 1) for s in strides) or list(strides) != sorted(set(strides)):
             raise _fail(folder, f"module {name}: strides must be increasing powers of two")
-    return Module(name=name, file=file, role=role, repeats=bool(raw.get("repeats", False)),
+    return Module(name=name, file=file, role=role, repeats=repeats,
                   channels=channels, strides=strides)
 
 
@@ -215,11 +188,22 @@ def load_recipe(folder: Path) -> Recipe:
     targets = tuple(raw.get("targets", ()))
     if not targets or any(t not in TARGET_FAMILIES for t in targets):
         raise _fail(folder, f"targets must be a non-empty subset of {', '.join(TARGET_FAMILIES)}")
-    files = _shipped_files(folder, raw)
-    group = _load_group(folder, raw["group"]) if "group" in raw else None
-    if group and set(files) & set(group.files):
-        raise _fail(folder, f"file {sorted(set(files) & set(group.files))[0]!r} is shipped by group {group.name} too")
-    modules = tuple(_parse_module(folder, m, files + (group.files if group else ())) for m in raw.get("modules", []))
+    entries = raw.get("files", [])
+    shared = tuple(f.get("source") for f in entries if f.get("shared"))
+    files = tuple(f.get("source") if f.get("shared") else _safe_relative(folder, f.get("source"), "file")
+                  for f in entries)
+    for rel in files:
+        where = resources.recipes_dir() / SHARED_FOLDER if rel in shared else folder
+        if not isinstance(rel, str) or "/" in rel or "\\" in rel or not rel.endswith(".py"):
+            raise _fail(folder, f"file {rel!r} must be a .py file at the top of the recipe folder"
+                        + (f" ({SHARED_FOLDER}/ for shared files)" if rel in shared else ""))
+        path = where / rel
+        if path.is_symlink() or not path.is_file():
+            raise _fail(folder, f"file {rel!r} is missing or is a symlink"
+                        + (f" (shared files live in {where})" if rel in shared else ""))
+        if not rel[:-3].isidentifier() or keyword.iskeyword(rel[:-3]):
+            raise _fail(folder, f"file {rel!r}: its name is imported as a module, so it must be a Python identifier")
+    modules = tuple(_parse_module(folder, m, files) for m in raw.get("modules", []))
     if not modules:
         raise _fail(folder, "declares no [[modules]]")
     yamls = tuple(_parse_yaml(folder, y) for y in raw.get("yamls", []))
@@ -227,7 +211,7 @@ def load_recipe(folder: Path) -> Recipe:
         name=name, version=str(raw.get("version", "0")), summary=str(raw.get("summary", "")),
         paper=str(raw.get("paper", "")), targets=targets,
         requires=tuple(str(r) for r in raw.get("requires", [])), notes=str(raw.get("notes", "")),
-        files=files, modules=modules, yamls=yamls, folder=folder, group=group,
+        files=files, modules=modules, yamls=yamls, folder=folder, shared_files=shared,
     )
 
 
@@ -236,6 +220,20 @@ def check_supported(recipes: list[Recipe], family: str) -> None:
         if family not in recipe.targets:
             raise RefusedError(f"recipe {recipe.name} does not support {family} "
                                f"(it supports {', '.join(recipe.targets)})")
+
+
+def local_dir(root: Path) -> Path:
+    """Where a checkout keeps its own recipes (`yolopatch add` writes them there): committed with the
+    checkout, found without --recipes-dir."""
+    return Path(root) / LOCAL_DIR
+
+
+def with_local(extra_dirs: tuple[Path, ...], root: Path) -> tuple[Path, ...]:
+    """The --recipes-dir folders and, last, the checkout's own recipes when it has any."""
+    local = local_dir(root)
+    if not local.is_dir() or any(Path(d).resolve() == local.resolve() for d in extra_dirs):
+        return tuple(extra_dirs)
+    return (*extra_dirs, local)
 
 
 def recipe_folders(extra_dirs: tuple[Path, ...] = ()) -> dict[str, Path]:

@@ -52,6 +52,19 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+def init_weights(model: nn.Module) -> None:
+    """torchvision's initialisation of its MobileNets: conv weights Kaiming normal (fan_out = out_channels * k * k,
+    ReLU gain), conv biases 0, BatchNorm weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def conv_bn(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act=None) -> nn.Sequential:
     """Conv (no bias) + BatchNorm, followed by `act(inplace=True)` when an activation class is given.
 
@@ -105,13 +118,15 @@ class _MobileNetV3(nn.Module):
     """Shared body: stem, inverted residual blocks, final 1x1 conv; one output per resolution (strides 2..32).
 
     Each output is the last layer at its resolution (the stem itself when the first block already
-    downsamples, as in the Small model).
+    downsamples, as in the Small model). `weights`: a checkpoint of timm's mobilenetv3_*_100 or torchvision's
+    mobilenet_v3_* (a .pth / .pt / .safetensors file, or a timm tag in the local cache) to load; what was
+    loaded is recorded in `loaded_weights`.
     """
 
     blocks: tuple = ()
     last_channels: int = 0
 
-    def __init__(self, c1: int = 3):
+    def __init__(self, c1: int = 3, weights=None):
         super().__init__()
         c_in = STEM_CHANNELS
         # A new stage starts at every stride-2 layer, so each stage ends at the last layer of one resolution.
@@ -130,6 +145,49 @@ class _MobileNetV3(nn.Module):
         self.stages = nn.ModuleList(nn.Sequential(*layers) for layers in stages)
         self.feature_channels = tuple(channels)
         self.feature_strides = tuple(strides)
+        init_weights(self)
+        self.loaded_weights = None
+        if weights:  # the helper yolopatch ships beside this file (recipe.toml lists it)
+            from .yolopatch_weights import load_reference_weights
+            self.loaded_weights = load_reference_weights(self, weights)
+
+    def reference_layouts(self) -> dict:
+        """Our module names -> timm's mobilenetv3_* and torchvision's mobilenet_v3_* (and their heads).
+
+        timm groups consecutive blocks of one output width (blocks.g.j) and names the parts of a block; torchvision
+        numbers the blocks (features.k) and their parts (block.m)."""
+        timm = {"stages.0.0.0": "conv_stem", "stages.0.0.1": "bn1"}
+        tv = {"stages.0.0.0": "features.0.0", "stages.0.0.1": "features.0.1"}
+        layers = [(f"stages.{s}.{i}", layer) for s, stage in enumerate(self.stages) for i, layer in enumerate(stage)]
+        group, j, width = -1, 0, None
+        for k, (ours, layer) in enumerate(layers[1:], start=1):
+            last = not isinstance(layer, InvertedResidual)  # the final 1x1 conv, a timm block of its own
+            out = layer[0].out_channels if last else layer.conv[-1][0].out_channels
+            group, j, width = (group + 1, 0, out) if out != width else (group, j + 1, width)
+            ref = f"blocks.{group}.{j}"
+            if last:
+                timm.update({f"{ours}.0": f"{ref}.conv", f"{ours}.1": f"{ref}.bn1"})
+                tv.update({f"{ours}.0": f"features.{k}.0", f"{ours}.1": f"features.{k}.1"})
+                continue
+            parts = list(layer.conv)
+            convs = ["conv_dw", "conv_pw"] if len(parts) - isinstance(parts[-2], SqueezeExcite) == 2 else \
+                ["conv_pw", "conv_dw", "conv_pwl"]
+            norms = ["bn1", "bn2", "bn3"]
+            c = 0
+            for m, part in enumerate(parts):
+                tv_name = f"features.{k}.block.{m}"
+                if isinstance(part, SqueezeExcite):
+                    timm.update({f"{ours}.conv.{m}.reduce": f"{ref}.se.conv_reduce",
+                                 f"{ours}.conv.{m}.expand": f"{ref}.se.conv_expand"})
+                    tv.update({f"{ours}.conv.{m}.reduce": f"{tv_name}.fc1", f"{ours}.conv.{m}.expand": f"{tv_name}.fc2"})
+                    continue
+                timm.update({f"{ours}.conv.{m}.0": f"{ref}.{convs[c]}", f"{ours}.conv.{m}.1": f"{ref}.{norms[c]}"})
+                tv.update({f"{ours}.conv.{m}.0": f"{tv_name}.0", f"{ours}.conv.{m}.1": f"{tv_name}.1"})
+                c += 1
+        return {
+            "timm mobilenetv3": (timm, ("conv_head.", "classifier.")),
+            "torchvision mobilenet_v3": (tv, ("classifier.",)),
+        }
 
     def forward(self, x: torch.Tensor) -> list:
         outputs = []

@@ -53,7 +53,11 @@ def _make_act(act):
 
 
 class ConvBNAct(nn.Module):
-    """Conv2d (no bias, 'same' padding for odd kernels) -> BatchNorm2d -> activation (or none)."""
+    """Conv2d (no bias, 'same' padding for odd kernels) -> BatchNorm2d -> activation (or none).
+
+    ``forward_fuse`` is the forward once ``bn`` has been folded into ``conv`` (the YOLO Conv protocol the
+    targets' fuse() follows).
+    """
 
     def __init__(self, c1, c2, k=1, s=1, groups=1, act="relu"):
         super().__init__()
@@ -63,6 +67,9 @@ class ConvBNAct(nn.Module):
 
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))
+
+    def forward_fuse(self, x):
+        return self.act(self.conv(x))
 
 
 class LayerScale(nn.Module):
@@ -302,14 +309,19 @@ def _make_block(kind, c1, c2, s, opts, act, layer_scale):
 
 
 class _MobileNetV4(nn.Module):
-    """Shared body: 3x3 stride-2 stem followed by four levels built from an architecture table."""
+    """Shared body: 3x3 stride-2 stem followed by four levels built from an architecture table.
+
+    `weights`: a checkpoint of the timm model of the same name (a .pth / .pt / .safetensors file, or a timm tag
+    in the local cache, e.g. mobilenetv4_conv_small.e2400_r224_in1k) to load; what was loaded is recorded in
+    `loaded_weights`.
+    """
 
     arch = ()
     stem_channels = 32
     act = "relu"
     layer_scale = None  # initial layer-scale value (hybrids only)
 
-    def __init__(self, c1=3):
+    def __init__(self, c1=3, weights=None):
         super().__init__()
         self.stem = ConvBNAct(c1, self.stem_channels, 3, 2, act=self.act)
         channels, strides = [self.stem_channels], [2]
@@ -329,8 +341,41 @@ class _MobileNetV4(nn.Module):
         self.feature_channels = tuple(channels)
         self.feature_strides = tuple(strides)
         self._init_weights()
+        self.loaded_weights = None
+        if weights:  # the helper yolopatch ships beside this file (recipe.toml lists it)
+            from .yolopatch_weights import load_reference_weights
+            self.loaded_weights = load_reference_weights(self, weights)
+
+    def reference_layouts(self) -> dict:
+        """Our module names -> timm's mobilenetv4_* (and its head). timm's blocks.l.i are our levels.l.i, except
+        the final 1x1 conv to 960 channels, a stage of its own there (blocks.4.0)."""
+        names = {"stem.conv": "conv_stem", "stem.bn": "bn1"}
+        for level, blocks in enumerate(self.levels):
+            for i, block in enumerate(blocks):
+                ours = f"levels.{level}.{i}"
+                ref = "blocks.4.0" if level == len(self.levels) - 1 and i == len(blocks) - 1 else f"blocks.{level}.{i}"
+                if isinstance(block, ConvBNAct):
+                    names.update({f"{ours}.conv": f"{ref}.conv", f"{ours}.bn": f"{ref}.bn1"})
+                elif isinstance(block, FusedIB):
+                    names.update({f"{ours}.expand.conv": f"{ref}.conv_exp", f"{ours}.expand.bn": f"{ref}.bn1",
+                                  f"{ours}.project.conv": f"{ref}.conv_pwl", f"{ours}.project.bn": f"{ref}.bn2"})
+                elif isinstance(block, UIB):
+                    names.update({f"{ours}.dw_start": f"{ref}.dw_start", f"{ours}.pw_expand": f"{ref}.pw_exp",
+                                  f"{ours}.dw_mid": f"{ref}.dw_mid", f"{ours}.pw_project": f"{ref}.pw_proj",
+                                  f"{ours}.scale": f"{ref}.layer_scale"})
+                else:  # MobileMQA
+                    names.update({f"{ours}.norm": f"{ref}.norm", f"{ours}.scale": f"{ref}.layer_scale",
+                                  f"{ours}.attn.query": f"{ref}.attn.query.proj",
+                                  f"{ours}.attn.out": f"{ref}.attn.output.proj"})
+                    for branch in ("key", "value"):
+                        parts = ["down_conv", "norm", "proj"] if len(getattr(block.attn, branch)) == 3 else ["proj"]
+                        names.update({f"{ours}.attn.{branch}.{j}": f"{ref}.attn.{branch}.{part}"
+                                      for j, part in enumerate(parts)})
+        return {"timm mobilenetv4": (names, ("conv_head.", "norm_head.", "classifier."))}
 
     def _init_weights(self):
+        """timm's initialisation: _init_weight_goog for every conv and BatchNorm, then Xavier uniform for the
+        attention projections (timm's MultiQueryAttention2d.init_weights)."""
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
@@ -338,7 +383,7 @@ class _MobileNetV4(nn.Module):
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-        # Attention projections train more stably from a Xavier start.
+        # As in timm, where Xavier appeared to train the hybrids more stably.
         for m in self.modules():
             if isinstance(m, MultiQueryAttention2d):
                 for conv in m.modules():

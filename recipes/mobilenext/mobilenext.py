@@ -34,6 +34,20 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+def init_weights(model: nn.Module) -> None:
+    """The authors' initialisation (MXNet._initialize_weights): conv weights normal with std sqrt(2 / n),
+    n = k * k * out_channels (Kaiming fan_out), conv biases 0, BatchNorm weight 1 and bias 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            n = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
+            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / n))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def conv_bn(c1: int, c2: int, k: int = 1, s: int = 1, groups: int = 1, act: bool = False) -> nn.Sequential:
     layers = [nn.Conv2d(c1, c2, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c2)]
     if act:
@@ -75,6 +89,7 @@ class SGBlock(nn.Module):
             layers.append(conv_bn(c2, c2, 3, s, groups=c2))
         self.conv = nn.Sequential(*layers)
         self.shortcut = s == 1 and c1 == c2
+        init_weights(self)  # also when the block is used on its own in a neck
 
     def forward(self, x):
         y = self.conv(x)
@@ -87,9 +102,11 @@ class MobileNeXt(nn.Module):
     Channels (144, 192, 384, 1280) at width 1.0: each output is the last sandglass block at its
     resolution; the last one is the network's final 1280-channel block (everything but the classifier).
     `width` is the width multiplier; as in the reference, the 1280-channel block is not narrowed below 1.0.
+    `weights`: a checkpoint of the authors' MXNet (mobilenext/codebase/models/mnext.py) of the same width, a
+    .pth / .pt / .safetensors file, to load; what was loaded is recorded in `loaded_weights`.
     """
 
-    def __init__(self, c1: int = 3, width: float = 1.0):
+    def __init__(self, c1: int = 3, width: float = 1.0, weights=None):
         super().__init__()
         divisor = 4 if width == 0.1 else 8
         c_in = make_divisible(STEM_CHANNELS * width, divisor)
@@ -116,6 +133,25 @@ class MobileNeXt(nn.Module):
         self.out_indices = tuple(strides.index(s) for s in OUT_STRIDES)
         self.feature_channels = tuple(channels[i] for i in self.out_indices)
         self.feature_strides = OUT_STRIDES
+        init_weights(self)
+        self.loaded_weights = None
+        if weights:  # the helper yolopatch ships beside this file (recipe.toml lists it)
+            from .yolopatch_weights import load_reference_weights
+            self.loaded_weights = load_reference_weights(self, weights)
+
+    def reference_layouts(self) -> dict:
+        """Our module names -> the authors' MXNet (and its classifier). There, features.0 is the stem and
+        features.k the k-th sandglass block, whose conv is one flat Sequential: our conv-BN(-ReLU6) parts in a row."""
+        names = {"stages.0.0.0": "features.0.0", "stages.0.0.1": "features.0.1"}
+        blocks = [f"stages.{s}.{i}" for s, stage in enumerate(self.stages) for i, block in enumerate(stage)
+                  if isinstance(block, SGBlock)]
+        for k, ours in enumerate(blocks, start=1):
+            flat = 0
+            for m, part in enumerate(self.get_submodule(ours).conv):
+                names.update({f"{ours}.conv.{m}.0": f"features.{k}.conv.{flat}",
+                              f"{ours}.conv.{m}.1": f"features.{k}.conv.{flat + 1}"})
+                flat += len(part)
+        return {"official MXNet": (names, ("classifier.",))}
 
     def forward(self, x: torch.Tensor) -> list:
         outputs = []

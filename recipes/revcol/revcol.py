@@ -14,13 +14,13 @@ away from zero, the relation can be inverted:
 
 so a column's inputs can be recomputed from its outputs. With ``save_memory=True`` each column runs
 inside ``_ReversibleColumn``, an autograd function that keeps only the column's outputs and
-recomputes everything else in the backward pass. ``save_memory=False`` (the default here) uses
-ordinary autograd: it is faster and gives the same gradients (up to float round-off of the
-inversion); turn the flag on when activation memory is the bottleneck.
+recomputes everything else in the backward pass. It is the default, as in the reference training
+configs and the paper's memory claim; ``save_memory=False`` uses ordinary autograd, which is faster
+and gives the same gradients (up to float round-off of the inversion).
 
-The backbone returns the four levels of the last column. Attribute names mirror the layout of the
-reference implementation, so its released state dicts load with ``load_state_dict(..., strict=False)``
-(strict loading only trips over the first column's unused alphas, which this module does not create).
+The backbone returns the four levels of the last column. Parameter names and shapes are those of the
+reference implementation (megvii-research/RevCol), including the first column's four alphas, which
+scale a previous column that does not exist (zeros there): the reference's checkpoints load strictly.
 """
 
 import contextlib
@@ -33,10 +33,12 @@ import torch.nn.functional as F
 ALPHA_MIN = 1e-3
 
 # name: (channels per level, ConvNeXt blocks per level, number of columns, default drop-path rate)
-# Drop-path defaults are those of the reference model builders / ImageNet-1k configs.
+# Drop-path defaults are those of the reference's COCO detection configs (Detection/configs/revcol/
+# cascade_mask_rcnn_revcol_*_3x_*.py: tiny 0.3, small 0.4, base 0.4, large 0.5); xlarge has no detection
+# config and keeps its model builder's default (0.5).
 VARIANTS = {
-    "tiny": ((64, 128, 256, 512), (2, 2, 4, 2), 4, 0.1),
-    "small": ((64, 128, 256, 512), (2, 2, 4, 2), 8, 0.3),
+    "tiny": ((64, 128, 256, 512), (2, 2, 4, 2), 4, 0.3),
+    "small": ((64, 128, 256, 512), (2, 2, 4, 2), 8, 0.4),
     "base": ((72, 144, 288, 576), (1, 1, 3, 2), 16, 0.4),
     "large": ((128, 256, 512, 1024), (1, 2, 6, 2), 8, 0.5),
     "xlarge": ((224, 448, 896, 1792), (1, 2, 6, 2), 8, 0.5),
@@ -219,7 +221,8 @@ class _ReversibleColumn(torch.autograd.Function):
     """Run one column without keeping its internal activations.
 
     Inputs (after the non-tensor ``column``): the stem output ``x``, the previous column's four
-    levels and their four alphas (both omitted for the first column), then the level parameters.
+    levels and this column's four alphas (both omitted for the first column, whose alphas scale
+    nothing), then the level parameters.
     Only ``x`` and the four outputs are saved. The backward pass walks the levels from the top
     down: it recomputes ``F_i`` with the RNG state recorded in the forward pass (so drop path draws
     the same masks), back-propagates through it, and recovers the previous column's level ``i``
@@ -303,22 +306,20 @@ class _ReversibleColumn(torch.autograd.Function):
 class SubNet(nn.Module):
     """One column: four levels plus the learnable per-channel reversible scales alpha0..alpha3."""
 
-    def __init__(self, channels, layers, kernel_size, first_col, dp_rates, save_memory=False):
+    def __init__(self, channels, layers, kernel_size, first_col, dp_rates, save_memory=True):
         super().__init__()
         self.first_col = first_col
         self.save_memory = save_memory
         self.num_levels = len(channels)
         for i, c in enumerate(channels):
-            # The first column has no previous column to scale, so it owns no alphas (the reference
-            # keeps four there that never receive a gradient, which trips DDP's unused-parameter check).
-            if not first_col:
-                setattr(self, f"alpha{i}", nn.Parameter(torch.full((1, c, 1, 1), 0.5)))
+            # Every column owns alpha0..3, as in the reference, so that its checkpoints load strictly. The
+            # first column's scale a previous column that does not exist (zeros in the reference): they never
+            # change the output, and they are frozen so that optimisers and gradient checks leave them alone.
+            setattr(self, f"alpha{i}", nn.Parameter(torch.full((1, c, 1, 1), 0.5), requires_grad=not first_col))
             setattr(self, f"level{i}", Level(i, channels, layers, kernel_size, first_col, dp_rates))
 
     @property
     def alphas(self):
-        if self.first_col:
-            return []
         return [getattr(self, f"alpha{i}") for i in range(self.num_levels)]
 
     @property
@@ -346,15 +347,21 @@ class SubNet(nn.Module):
             # keeps eval/export free of in-place parameter writes.
             self._clamp_alphas()
         if self.save_memory and torch.is_grad_enabled():
-            prev_args = () if self.first_col else tuple(prev)
-            return list(_ReversibleColumn.apply(self, x, *prev_args, *self.alphas, *self.shared_parameters()))
-        if self.first_col:
-            prev = None
-        outs = []
-        for i, level in enumerate(self.levels):
-            up = prev[i + 1] if prev is not None and i + 1 < self.num_levels else None
-            out = level(x if i == 0 else outs[i - 1], up)
-            outs.append(out if prev is None else self.alphas[i] * prev[i] + out)
+            prev_args = () if self.first_col else (*prev, *self.alphas)
+            outs = list(_ReversibleColumn.apply(self, x, *prev_args, *self.shared_parameters()))
+        else:
+            if self.first_col:
+                prev = None
+            outs = []
+            for i, level in enumerate(self.levels):
+                up = prev[i + 1] if prev is not None and i + 1 < self.num_levels else None
+                out = level(x if i == 0 else outs[i - 1], up)
+                outs.append(out if prev is None else self.alphas[i] * prev[i] + out)
+        if self.first_col and torch.is_grad_enabled() and any(a.requires_grad for a in self.alphas):
+            # A trainer that unfreezes every parameter (ultralytics and YOLOv5 do) must still find these in the
+            # graph, or DDP without find_unused_parameters stops: they get the zero gradient the reference gives
+            # them (alpha * 0).
+            outs = [o + (a * 0).to(o.dtype) for o, a in zip(outs, self.alphas)]
         return outs
 
 
@@ -368,11 +375,14 @@ class RevCol(nn.Module):
         num_subnet: number of columns.
         kernel_size: depthwise kernel size of the ConvNeXt blocks.
         drop_path: maximum stochastic-depth rate, spread linearly over the blocks of a column.
-        save_memory: use the reversible backward (recompute instead of storing activations).
+        save_memory: use the reversible backward (recompute instead of storing activations); default on.
+        weights: a checkpoint of the reference (megvii-research/RevCol, e.g. revcol_tiny_1k.pth; its
+            classification heads and decoders are left out), a .pth / .pt / .safetensors file, to load; what was
+            loaded is recorded in `loaded_weights`.
     """
 
     def __init__(self, c1=3, channels=(64, 128, 256, 512), layers=(2, 2, 4, 2), num_subnet=4,
-                 kernel_size=3, drop_path=0.0, save_memory=False):
+                 kernel_size=3, drop_path=0.0, save_memory=True, weights=None):
         super().__init__()
         channels, layers = tuple(int(c) for c in channels), tuple(int(n) for n in layers)
         if len(channels) != 4 or len(layers) != 4:
@@ -391,6 +401,15 @@ class RevCol(nn.Module):
         for k in range(self.num_subnet):
             self.add_module(f"subnet{k}", SubNet(channels, layers, kernel_size, k == 0, dp_rates, save_memory))
         self.apply(self._init_weights)
+        self.loaded_weights = None
+        if weights:  # the helper yolopatch ships beside this file (recipe.toml lists it)
+            from .yolopatch_weights import load_reference_weights
+            self.loaded_weights = load_reference_weights(self, weights)
+
+    @staticmethod
+    def reference_layouts() -> dict:
+        """The reference's names are ours; its classifiers (cls, cls_blocks) and decoders are not the backbone."""
+        return {"official RevCol": ({"": ""}, ("cls.", "cls_blocks.", "decoder_blocks."))}
 
     @staticmethod
     def _init_weights(m):
@@ -417,15 +436,15 @@ class RevCol(nn.Module):
 
 
 class _RevColVariant(RevCol):
-    """A named configuration from ``VARIANTS``; YAML args: [drop_path, save_memory, kernel_size]."""
+    """A named configuration from ``VARIANTS``; YAML args: [drop_path, save_memory, kernel_size, weights]."""
 
     variant = "tiny"
 
-    def __init__(self, c1=3, drop_path=None, save_memory=False, kernel_size=3):
+    def __init__(self, c1=3, drop_path=None, save_memory=True, kernel_size=3, weights=None):
         channels, layers, num_subnet, default_dp = VARIANTS[self.variant]
         if drop_path is None:
             drop_path = default_dp
-        super().__init__(c1, channels, layers, num_subnet, kernel_size, drop_path, save_memory)
+        super().__init__(c1, channels, layers, num_subnet, kernel_size, drop_path, save_memory, weights)
 
 
 # The names YAMLs use (lower case, as in the reference model builders).

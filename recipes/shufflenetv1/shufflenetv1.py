@@ -47,6 +47,21 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+def init_weights(model: nn.Module, stem_conv: nn.Conv2d) -> None:
+    """The authors' initialisation (megvii-model/ShuffleNet-Series, network.py _initialize_weights): the stem
+    conv normal(0, 0.01), every other conv normal(0, 1 / input channels per group), BatchNorm weight 1,
+    bias 1e-4 and running mean 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.01 if m is stem_conv else 1.0 / m.weight.shape[1])
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.constant_(m.bias, 1e-4)
+            nn.init.zeros_(m.running_mean)
+
+
 def _conv_bn(c1, c2, k=1, s=1, groups=1):
     """Conv2d without bias followed by BatchNorm2d (no activation)."""
     return nn.Sequential(
@@ -130,6 +145,7 @@ class ShuffleNetV1(nn.Module):
 
         self.feature_channels = (stem, *stage_channels)
         self.feature_strides = (4, 8, 16, 32)
+        init_weights(self, self.stem[0])
 
     @staticmethod
     def _make_stage(c1, c2, repeats, groups, first_stage):

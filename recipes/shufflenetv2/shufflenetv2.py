@@ -36,6 +36,21 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
 
 
+def init_weights(model: nn.Module, stem_conv: nn.Conv2d) -> None:
+    """The authors' initialisation (megvii-model/ShuffleNet-Series, network.py _initialize_weights): the stem
+    conv normal(0, 0.01), every other conv normal(0, 1 / input channels per group), BatchNorm weight 1,
+    bias 1e-4 and running mean 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0.0, 0.01 if m is stem_conv else 1.0 / m.weight.shape[1])
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.constant_(m.bias, 1e-4)
+            nn.init.zeros_(m.running_mean)
+
+
 def _conv_bn(c1, c2, k=1, s=1, groups=1, act=False):
     """Conv2d without bias + BatchNorm2d, optionally followed by ReLU."""
     layers = [nn.Conv2d(c1, c2, k, s, k // 2, groups=groups, bias=False), nn.BatchNorm2d(c2)]
@@ -90,9 +105,11 @@ class ShuffleNetV2(nn.Module):
     Args:
         c1: input channels.
         width: width multiplier, one of 0.5, 1.0, 1.5, 2.0.
+        weights: a checkpoint of torchvision's shufflenet_v2_x* of the same width (a .pth / .pt / .safetensors
+            file) to load; what was loaded is recorded in `loaded_weights`.
     """
 
-    def __init__(self, c1=3, width=1.0):
+    def __init__(self, c1=3, width=1.0, weights=None):
         super().__init__()
         if width not in STAGE_CHANNELS:
             raise ValueError(f"ShuffleNetV2: width must be one of {sorted(STAGE_CHANNELS)}, got {width}")
@@ -110,6 +127,27 @@ class ShuffleNetV2(nn.Module):
 
         self.feature_channels = (stem, *stage_channels)
         self.feature_strides = (4, 8, 16, 32)
+        init_weights(self, self.stem[0])
+        self.loaded_weights = None
+        if weights:  # the helper yolopatch ships beside this file (recipe.toml lists it)
+            from .yolopatch_weights import load_reference_weights
+            self.loaded_weights = load_reference_weights(self, weights)
+
+    def reference_layouts(self) -> dict:
+        """Our module names -> torchvision's shufflenet_v2_x* (and its conv5 / fc head). torchvision writes each
+        branch as one flat Sequential: branch1 = dw conv, BN, conv, BN, ReLU; branch2 = conv, BN, ReLU, dw conv,
+        BN, conv, BN, ReLU."""
+        names = {"stem.0": "conv1.0", "stem.1": "conv1.1"}
+        for k, stage in enumerate(self.stages):
+            for i, unit in enumerate(stage):
+                ours, ref = f"stages.{k}.{i}", f"stage{k + 2}.{i}"
+                if unit.stride == 2:
+                    names.update({f"{ours}.left.0.0": f"{ref}.branch1.0", f"{ours}.left.0.1": f"{ref}.branch1.1",
+                                  f"{ours}.left.1.0": f"{ref}.branch1.2", f"{ours}.left.1.1": f"{ref}.branch1.3"})
+                for part, index in enumerate((0, 3, 5)):
+                    names.update({f"{ours}.right.{part}.0": f"{ref}.branch2.{index}",
+                                  f"{ours}.right.{part}.1": f"{ref}.branch2.{index + 1}"})
+        return {"torchvision shufflenet_v2": (names, ("conv5.", "fc."))}
 
     def forward(self, x):
         x = self.pool(self.stem(x))

@@ -6,6 +6,9 @@ Paper: "Slim-neck by GSConv: A lightweight-design for real-time detector archite
 GSConv mixes a dense convolution (half of the output channels) with a cheap depthwise 5x5
 convolution of that result (the other half) and shuffles the two halves together, so that the
 dense information reaches every output group at a fraction of a full convolution's cost.
+
+Every activated convolution uses Mish, as the authors' Conv does (gsconv-yolov5 models/common.py,
+models_inPaper.py); ``act="silu"`` gives the SiLU of the YOLOv5 / ultralytics Conv instead.
 """
 
 import math
@@ -26,6 +29,24 @@ __all__ = (
 )
 
 
+# Activations selectable by name (a YAML argument); "mish" is the paper's.
+ACTIVATIONS = {"mish": nn.Mish, "silu": nn.SiLU}
+DEFAULT_ACT = "mish"
+
+
+def _activation(act) -> nn.Module:
+    """True: the default (Mish); a name from ACTIVATIONS; an nn.Module as it is; False or None: none."""
+    if act is True:
+        act = DEFAULT_ACT
+    if isinstance(act, str):
+        if act.lower() not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; use one of {', '.join(ACTIVATIONS)}")
+        return ACTIVATIONS[act.lower()]()
+    if isinstance(act, nn.Module):
+        return act
+    return nn.Identity()
+
+
 def _same_padding(k: int) -> int:
     """Padding that keeps the spatial size at stride 1 for an odd kernel."""
     return k // 2
@@ -44,24 +65,24 @@ def channel_shuffle(x: torch.Tensor, groups: int = 2) -> torch.Tensor:
 
 
 class Conv(nn.Module):
-    """Conv2d (no bias) -> BatchNorm2d -> SiLU, with 'same' padding for odd kernels.
+    """Conv2d (no bias) -> BatchNorm2d -> activation, with 'same' padding for odd kernels.
 
-    ``act`` may be True (SiLU), False (identity) or an activation module.
+    ``act`` may be True (Mish, the paper's), an activation name ("mish", "silu"), False (identity) or an
+    activation module. ``forward_fuse`` is the forward once ``bn`` has been folded into ``conv`` (the YOLO
+    Conv protocol the targets' fuse() follows).
     """
 
     def __init__(self, c1, c2, k=1, s=1, g=1, act=True):
         super().__init__()
         self.conv = nn.Conv2d(c1, c2, k, s, _same_padding(k), groups=g, bias=False)
         self.bn = nn.BatchNorm2d(c2)
-        if act is True:
-            self.act = nn.SiLU()
-        elif isinstance(act, nn.Module):
-            self.act = act
-        else:
-            self.act = nn.Identity()
+        self.act = _activation(act)
 
     def forward(self, x):
         return self.act(self.bn(self.conv(x)))
+
+    def forward_fuse(self, x):
+        return self.act(self.conv(x))
 
 
 class DWConv(Conv):
@@ -78,7 +99,7 @@ class GSConv(nn.Module):
         c1: input channels.
         c2: output channels (must be even: each half comes from one branch).
         k, s, g: kernel, stride and groups of the dense convolution.
-        act: activation of both convolutions (True = SiLU, False = none, or a module).
+        act: activation of both convolutions (True = Mish, a name such as "silu", False = none, or a module).
     """
 
     def __init__(self, c1, c2, k=1, s=1, g=1, act=True):
@@ -119,13 +140,14 @@ class GSBottleneck(nn.Module):
         k: kernel of the second GSConv (3 in the paper).
         s: stride of the block (applied to the second GSConv and to the shortcut).
         e: hidden width as a fraction of c2.
+        act: activation of the first GSConv (True = Mish, or a name such as "silu").
     """
 
-    def __init__(self, c1, c2, k=3, s=1, e=0.5):
+    def __init__(self, c1, c2, k=3, s=1, e=0.5, act=True):
         super().__init__()
         c_ = int(c2 * e)
         self.conv_lighting = nn.Sequential(
-            GSConv(c1, c_, 1, 1),
+            GSConv(c1, c_, 1, 1, act=act),
             GSConv(c_, c2, k, s, act=False),
         )
         self.shortcut = self._make_shortcut(c1, c2, k, s)
@@ -157,6 +179,8 @@ class VoVGSCSP(nn.Module):
         shortcut, g: accepted so that C3/C2f argument lists can be reused unchanged; the
             GSBottleneck always keeps its projection shortcut, as in the reference design.
         e: hidden width as a fraction of c2.
+        act: activation of the block's convolutions (True = Mish, or a name such as "silu"); in a YAML
+            the last argument, e.g. ``[512, False, 1, 0.5, silu]``.
     """
 
     # Per-class choice of bottleneck and of its (kernel, expansion) inside the block.
@@ -164,15 +188,15 @@ class VoVGSCSP(nn.Module):
     bottleneck_k = 3
     bottleneck_e = 1.0
 
-    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5):
+    def __init__(self, c1, c2, n=1, shortcut=True, g=1, e=0.5, act=True):
         super().__init__()
         c_ = int(c2 * e)
-        self.cv1 = Conv(c1, c_, 1, 1)
-        self.cv2 = Conv(c1, c_, 1, 1)
+        self.cv1 = Conv(c1, c_, 1, 1, act=act)
+        self.cv2 = Conv(c1, c_, 1, 1, act=act)
         self.gsb = nn.Sequential(
-            *(self.bottleneck(c_, c_, self.bottleneck_k, 1, e=self.bottleneck_e) for _ in range(n))
+            *(self.bottleneck(c_, c_, self.bottleneck_k, 1, e=self.bottleneck_e, act=act) for _ in range(n))
         )
-        self.cv3 = Conv(2 * c_, c2, 1)
+        self.cv3 = Conv(2 * c_, c2, 1, act=act)
 
     def forward(self, x):
         return self.cv3(torch.cat((self.cv2(x), self.gsb(self.cv1(x))), 1))

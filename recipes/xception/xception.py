@@ -4,7 +4,9 @@ Paper: "Xception: Deep Learning with Depthwise Separable Convolutions" (arXiv:16
 
 The block follows the widely used PyTorch port of Xception (the one in timm's ``xception.py``):
 ``reps`` times [ReLU -> SeparableConv2d 3x3 -> BN], an optional 3x3 max-pool for stride 2, and a
-shortcut that is the identity, or a strided 1x1 conv + BN when the shape changes.
+shortcut that is the identity, or a strided 1x1 conv + BN when the shape changes. Inside the block each
+separable conv is written out as its depthwise and pointwise convs (same tensors, same order), so every
+conv + BN pair is adjacent in one nn.Sequential and folds in the targets' fuse().
 """
 
 import torch
@@ -68,7 +70,10 @@ class XceptionBlock(nn.Module):
                     layers.append(PreActReLU())
             else:
                 layers.append(nn.ReLU())
-            layers += [SeparableConv2d(cin, cout, 3, 1), nn.BatchNorm2d(cout)]
+            # A SeparableConv2d written out as its two convs, so that the pointwise conv sits right before its
+            # BatchNorm in this Sequential and the targets' fuse() folds the pair.
+            layers += [nn.Conv2d(cin, cin, 3, 1, 1, groups=cin, bias=False), nn.Conv2d(cin, cout, 1, bias=False),
+                       nn.BatchNorm2d(cout)]
         if s != 1:
             layers.append(nn.MaxPool2d(3, s, 1))
         self.rep = nn.Sequential(*layers)

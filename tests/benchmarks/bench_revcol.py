@@ -1,6 +1,6 @@
 """RevCol training-step peak memory: the reversible backward (save_memory=True) against plain autograd.
 
-revcol_tiny with its YAML defaults (drop_path 0.1) in train mode, input 2x3x640x640, one training step
+revcol_tiny with its YAML defaults (drop_path 0.3) in train mode, input 2x3x640x640, one training step
 (forward, then backward of a random projection of all four outputs), CPU, _common.TORCH_THREADS threads.
 Each path runs in its own fresh subprocess: build the model and the input, note the RSS, reset the RSS
 high-water mark (/proc/self/clear_refs), run the step, read the high-water mark (VmHWM). glibc's mmap

@@ -42,10 +42,10 @@ def verify_available(deadline: float) -> bool:
 
 
 def runner_threads() -> str:
-    """The torch thread count verify's runner sets (yolopatch/verify/runner_env.py), read by calling it."""
-    sys.path.insert(0, str(C.REPO / "yolopatch" / "verify"))
+    """The torch thread count verify's runner sets (yolopatch/verify/runner/env.py), read by calling it."""
+    sys.path.insert(0, str(C.REPO))
     try:
-        import runner_env
+        from yolopatch.verify.runner import env as runner_env
     except ImportError:
         return "unknown"
     finally:
@@ -63,7 +63,7 @@ def runner_threads() -> str:
 
 
 class TreeWatch(threading.Thread):
-    """Poll the process tree of `pid`: every python child that runs verify's runner.py."""
+    """Poll the process tree of `pid`: every python child that runs verify's runner (runner/__main__.py)."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
@@ -87,7 +87,7 @@ class TreeWatch(threading.Thread):
                     cmd = child.cmdline()
                 except psutil.Error:
                     continue
-                if any(part.endswith("runner.py") for part in cmd):
+                if any(part.endswith(("runner/__main__.py", "runner.py")) for part in cmd):
                     live += 1
                     self.seen.setdefault(child.pid, " ".join(Path(p).name for p in cmd[1:3]))
             self.max_concurrent = max(self.max_concurrent, live)

@@ -79,7 +79,7 @@ CAUSES = {
         "the first scale. The note gives the CPU seconds of all processes: when they exceed the wall-time "
         "budget the other jobs on the machine leave, no setting inside verify can meet 45 s. More torch "
         "threads do not help on a shared machine: the same run with YOLOPATCH_VERIFY_THREADS=2 took 106 s "
-        "against 57.5 s (2026-11-22, load 3.8), so runner_env.set_threads' one thread per runner is right. "
+        "against 57.5 s (2026-11-22, load 3.8), so runner.env.set_threads' one thread per runner is right. "
         "What would cut the CPU work (yolopatch/verify): count FLOPs once per YAML at its first scale and "
         "only build + shape-check the other scales (or make `--one-scale` the default and the five-scale "
         "sweep opt-in), which removes about two thirds of the build/shapes/figures seconds in the note."),

@@ -54,14 +54,17 @@ def patched(request, tmp_path_factory):
     return root, flavour, pristine, names
 
 
-def test_every_recipe_verifies(patched):
+def test_every_recipe_verifies(patched, request):
     """verify's whole ladder (but export) at each YAML's first scale on the newest ultralytics and the yolov5
-    package; the quick ladder (import, names, build, shapes, figures) on the others."""
+    package; the quick ladder (import, names, build, shapes, figures) on the others. The yolov5 7.0 package
+    cannot reload its own checkpoints in this environment (torch >= 2.6, a newer huggingface_hub; verify
+    exits 5 there, see test_verify_real.py): its ladder runs in the user's fixed environment."""
     from yolopatch.verify import run_verify
 
     root, flavour, _, names = patched
     quick = "8.2." in release_label(root) or flavour == "yolov5-upstream"
-    report = run_verify(root, quick=quick, one_scale=True)
+    python = str(request.getfixturevalue("user_fixes")) if flavour == "yolov5-pypi" and not quick else None
+    report = run_verify(root, quick=quick, one_scale=True, python=python)
     assert report.passed, "\n".join(f"{f['model']} {f['step']}: {f['message']}" for f in report.to_dict()["failures"])
     verified = {m["source"] for m in report.models}
     assert verified == set(names)

@@ -2,15 +2,23 @@
 
 import importlib.util
 import sys
+import types
 from pathlib import Path
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+SHARED = RECIPES / "_shared"
 
 
 def load_recipe_module(recipe: str, filename: str):
-    """Import recipes/<recipe>/<filename> as a standalone module (the way a target imports the copy)."""
+    """Import recipes/<recipe>/<filename> the way a target imports its copy: as a module of a package that also
+    holds the shared files (recipes/_shared/, e.g. yolopatch_weights.py) yolopatch copies beside it."""
     path = RECIPES / recipe / filename
-    name = f"_recipe_{recipe}_{path.stem}"
+    package = f"_recipe_{recipe}"
+    if package not in sys.modules:
+        holder = types.ModuleType(package)
+        holder.__path__ = [str(RECIPES / recipe), str(SHARED)]
+        sys.modules[package] = holder
+    name = f"{package}.{path.stem}"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from recipe_loader import count_params, load_recipe_module
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 bf = load_recipe_module("bifpn", "bifpn.py")
 
@@ -154,3 +154,119 @@ def test_wrong_number_of_inputs_at_forward():
     m = bf.BiFPN([8, 8, 8])
     with pytest.raises(ValueError, match="3 inputs"):
         m([torch.zeros(1, 8, 4, 4)] * 2)
+
+
+# ---------------------------------------------------------------------------
+# Fused inference: the post-fusion pointwise conv folds with its BatchNorm
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_every_conv_bn_pair_folds(n):
+    from fusing import check_fuses
+
+    torch.manual_seed(0)
+    node = bf.BiFPN([16] * n)
+    assert check_fuses(node, [torch.randn(2, 16, 8, 12) for _ in range(n)]) == 1
+
+
+# ---------------------------------------------------------------------------
+# The YAML templates: every fusion joins maps of one stride and width, the bottom-up P4 node has the same-level
+# skip, and `repeats` stacks whole BiFPN layers
+# ---------------------------------------------------------------------------
+
+TEMPLATES = {  # template -> (target family, head module)
+    "ultralytics/bifpn.yaml.j2": ("ultralytics", "Detect"),
+    "ultralytics/backbone-bifpn.yaml.j2": ("ultralytics", "Detect"),
+    "ultralytics/rtdetr-bifpn.yaml.j2": ("ultralytics", "RTDETRDecoder"),
+    "ultralytics/rtdetr-backbone-bifpn.yaml.j2": ("ultralytics", "RTDETRDecoder"),
+    "yolov5/bifpn.yaml.j2": ("yolov5", "Detect"),
+    "yolov5/backbone-bifpn.yaml.j2": ("yolov5", "Detect"),
+}
+# Stride and width of what each layer kind outputs, from its YAML arguments (width None: keeps its input's).
+KEEPS_STRIDE = {"C2f", "C3", "RepC3", "SPPF", "AIFI", "BiFPN"}
+
+
+def render(template, **variables):
+    from yolopatch.recipes import YamlSpec, load_recipe
+    from yolopatch.render import render_yaml
+
+    recipe = load_recipe(RECIPES / "bifpn")
+    spec = YamlSpec(name="x", target=TEMPLATES[template][0], template=template, vars=variables)
+    extra = {"backbone": "MobileNetV2", "args": []} if "backbone-" in template else None
+    return render_yaml(recipe, spec, "scales", extra)
+
+
+def trace(doc):
+    """Rows numbered as the model numbers its layers, and the (stride, width) each outputs."""
+    rows, out = [], []
+    for f, n, module, args in doc["backbone"] + doc["head"]:
+        sources = [f] if isinstance(f, int) else list(f)
+        inputs = [out[len(out) + s] if s < 0 else out[s] for s in sources] if out else [(1, 3)]
+        rows.append([f, n, module, args])
+        if module in ("Detect", "RTDETRDecoder"):
+            out.append(("head", inputs))
+            continue
+        stride, width = inputs[0]
+        if module == "MobileNetV2":  # a multi-output backbone fills rows 0-4 (strides 2..32)
+            rows += [[-1, 1, "BackboneLevel", []]] * 4
+            out += [(2 ** (k + 1), None) for k in range(5)]
+            continue
+        if module == "BiFPN":
+            assert len(set(inputs)) == 1, f"row {len(out)}: BiFPN joins {inputs}"
+        elif module == "Conv":
+            stride *= args[2] if len(args) > 2 else 1
+            width = args[0]
+        elif module == "nn.Upsample":
+            stride //= args[1]
+        else:
+            assert module in KEEPS_STRIDE, module
+            width = width if module in ("AIFI", "BiFPN") else args[0]
+        out.append((stride, width))
+    return rows, out
+
+
+@pytest.mark.parametrize("template", list(TEMPLATES))
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_template_fuses_same_stride_maps_and_stacks_layers(template, layers):
+    import yaml
+
+    text = render(template, **({"repeats": layers} if layers > 1 else {})).decode()
+    doc = yaml.safe_load(text)
+    rows, traced = trace(doc)
+    # Row comments number the rows as the model does (the backbone row is "0-4").
+    numbered = [line.split("# ")[1].split(" ")[0].split("-")[0].rstrip(",")
+                for line in text.split("\nbackbone:")[1].splitlines() if line.startswith("  - [")]
+    assert numbered == [str(i) for i, row in enumerate(rows) if row[2] != "BackboneLevel"]
+    head_inputs = rows[-1][0]
+    assert rows[-1][2] == TEMPLATES[template][1]
+    assert [traced[i][0] for i in head_inputs] == [8, 16, 32]
+    fusions = [i for i, row in enumerate(rows) if row[2] == "BiFPN"]
+    assert len(fusions) == 4 * layers
+    # Per layer: P4 top-down, P3, P4 bottom-up (three inputs: the downsampled P3, the layer's P4 input and its
+    # top-down P4), P5.
+    for layer in range(layers):
+        td4, p3, bu4, p5 = fusions[4 * layer: 4 * layer + 4]
+        assert [len(rows[i][0]) for i in (td4, p3, bu4, p5)] == [2, 2, 3, 2]
+        down, skip, top_down = (i + bu4 if i < 0 else i for i in rows[bu4][0])
+        assert down == bu4 - 1 and top_down >= td4 and skip < td4, rows[bu4]
+        assert traced[skip][0] == 16
+    if layers > 1:  # each further layer is 12 rows on the previous layer's three outputs
+        single = yaml.safe_load(render(template).decode())
+        assert len(doc["head"]) == len(single["head"]) + 12 * (layers - 1)
+        assert doc["head"][: len(single["head"]) - 1] == single["head"][:-1]
+
+
+def test_rtdetr_bottom_up_p4_takes_the_p4_input():
+    import yaml
+
+    rows = yaml.safe_load(render("ultralytics/rtdetr-bifpn.yaml.j2").decode())["head"]
+    # rows are numbered from 10 in the head (the YOLOv8-L backbone has ten rows)
+    assert rows[23 - 10][:3] == [[-1, 14, 17], 1, "BiFPN"]
+    assert rows[14 - 10][0] == 6  # row 14 projects the backbone's P4
+
+
+def test_recipe_notes_document_repeats_and_skip():
+    import tomllib
+
+    notes = tomllib.loads((RECIPES / "bifpn" / "recipe.toml").read_text())["notes"]
+    assert "repeats" in notes and "same-level skip" in notes

@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from fusing import check_fuses
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 bb = load_recipe_module("blazeblock", "blazeblock.py")
@@ -201,3 +202,12 @@ def test_survives_inplace_activations(name):
     m.eval(), ref.eval()
     with torch.no_grad():
         assert torch.allclose(m(before), ref(before), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+@pytest.mark.parametrize("c1,c2", [(24, 32), (32, 16)])  # zero-padded and projected shortcut
+def test_every_conv_bn_pair_folds(name, c1, c2):
+    torch.manual_seed(0)
+    block = BLOCKS[name][0](c1, c2)
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in block.modules())
+    assert check_fuses(block, torch.randn(2, c1, 16, 24)) == pairs >= 2

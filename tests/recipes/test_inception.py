@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 inc = load_recipe_module("inception", "inception.py")
@@ -190,3 +191,9 @@ def test_survives_inplace_activations():
     m.eval(), ref.eval()
     with torch.no_grad():
         assert torch.allclose(m(before), ref(before), atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [5, 3])
+def test_every_conv_bn_pair_folds(k):
+    torch.manual_seed(0)
+    assert check_fuses(inc.Inception(48, 64, k), torch.randn(2, 48, 16, 24)) == 6

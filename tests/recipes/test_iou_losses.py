@@ -18,7 +18,7 @@ import torch
 
 from recipe_loader import load_recipe_module
 
-IOU = load_recipe_module("iou-loss", "yolopatch_iou.py")
+IOU = load_recipe_module("_shared", "yolopatch_iou.py")
 
 A, B = (0.0, 0.0, 4.0, 2.0), (1.0, 1.0, 5.0, 5.0)
 IOU_AB = 3 / 21

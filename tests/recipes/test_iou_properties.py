@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from recipe_loader import load_recipe_module
 
-IOU = load_recipe_module("iou-loss", "yolopatch_iou.py")
+IOU = load_recipe_module("_shared", "yolopatch_iou.py")
 
 # name -> (function, options, symmetric in its two boxes)
 VARIANTS = {

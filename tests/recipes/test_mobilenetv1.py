@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
+from init_stats import assert_batchnorms, assert_convs_follow, goog_std, rejects_pytorch_default
 from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 mnv1 = load_recipe_module("mobilenetv1", "mobilenetv1.py")
@@ -92,3 +94,19 @@ def test_survives_initialize_weights_inplace():
         torch.testing.assert_close(a, b)
     for (name, pa), pb in zip(patched.named_parameters(), reference.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+def test_every_conv_bn_pair_folds():
+    model = mnv1.MobileNetV1()
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs == 27
+
+
+def test_initialisation_follows_timm():
+    """timm's scheme (conv std sqrt(2 / fan_out), fan_out divided by the groups; BN 1 / 0), which the targets'
+    initialize_weights leaves alone (it only sets BatchNorm eps / momentum and in-place activations)."""
+    torch.manual_seed(0)
+    model = emulate_initialize_weights(mnv1.MobileNetV1())
+    convs = assert_convs_follow(model, goog_std)
+    assert rejects_pytorch_default(convs, goog_std) > 0.9
+    assert_batchnorms(model)

@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
+from init_stats import assert_batchnorms, assert_convs_follow, kaiming_fan_out_std, rejects_pytorch_default
 from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 mnv3 = load_recipe_module("mobilenetv3", "mobilenetv3.py")
@@ -131,3 +133,22 @@ def test_survives_initialize_weights_inplace(cls):
         torch.testing.assert_close(a, b)
     for (name, pa), pb in zip(patched.named_parameters(), reference.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_every_conv_bn_pair_folds(cls):
+    model = getattr(mnv3, cls)()
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs > 30
+
+
+@pytest.mark.parametrize("cls", VARIANTS)
+def test_initialisation_follows_torchvision(cls):
+    """torchvision's scheme (Kaiming normal, fan_out; conv biases of the SE layers 0; BN 1 / 0), which the
+    targets' initialize_weights leaves alone."""
+    torch.manual_seed(0)
+    model = emulate_initialize_weights(getattr(mnv3, cls)())
+    convs = assert_convs_follow(model, kaiming_fan_out_std)
+    assert any(c.bias is not None for c in convs)
+    assert rejects_pytorch_default(convs, kaiming_fan_out_std) > 0.9
+    assert_batchnorms(model)

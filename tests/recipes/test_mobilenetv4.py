@@ -1,5 +1,7 @@
 """MobileNetV4 backbones: structure against timm, declared outputs, training-mode robustness."""
 
+import math
+
 try:
     import tomllib
 except ImportError:  # Python < 3.11
@@ -9,6 +11,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
+from init_stats import assert_batchnorms, goog_std, matches_std
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 mnv4 = load_recipe_module("mobilenetv4", "mobilenetv4.py")
@@ -263,3 +267,38 @@ def test_mobile_mqa_fused_and_explicit_attention_agree(monkeypatch):
         explicit = attn(x)
     torch.testing.assert_close(fused, explicit, rtol=1e-5, atol=1e-5)
     assert not torch.equal(fused, torch.zeros_like(fused))
+
+
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_every_conv_bn_pair_folds(name):
+    """Every conv + BN pair folds. The hybrids' Mobile MQA blocks open with a pre-norm BatchNorm that follows no
+    conv (it feeds the query, key and value convs, the last two through a padded depthwise conv), so it is not a
+    conv + BN pair and stays."""
+    model = build(name)
+    pre_norms = {f"{n}.norm" for n, m in model.named_modules() if isinstance(m, mnv4.MobileMQA)}
+    assert bool(pre_norms) == ("Hybrid" in name)
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) - len(pre_norms)
+    assert check_fuses(model, torch.randn(1, 3, 64, 96), allowed_left=pre_norms) == pairs
+
+
+@pytest.mark.parametrize("name", ["MobileNetV4ConvSmall", "MobileNetV4HybridMedium"])
+def test_initialisation_follows_timm(name):
+    """timm's scheme: every conv N(0, sqrt(2 / fan_out)) with fan_out divided by the groups (_init_weight_goog),
+    then the Mobile MQA projections (query, key / value down-sampling and projection, output) Xavier uniform
+    (timm's MultiQueryAttention2d.init_weights); layer scale 1e-5; BatchNorm 1 / 0."""
+    model = build(name)
+    attention = {id(c) for m in model.modules() if isinstance(m, mnv4.MultiQueryAttention2d)
+                 for c in m.modules() if isinstance(c, nn.Conv2d)}
+    convs = [(n, c) for n, c in model.named_modules() if isinstance(c, nn.Conv2d)]
+    for n, conv in convs:
+        if id(conv) in attention:
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(conv.weight)
+            bound = math.sqrt(6.0 / (fan_in + fan_out))
+            assert conv.weight.abs().max() <= bound, n
+            assert abs(conv.weight.std().item() / (bound / math.sqrt(3)) - 1) < 6 / math.sqrt(2 * conv.weight.numel()) + 0.01, n
+        else:
+            assert matches_std(conv.weight, goog_std(conv)), n
+    assert bool(attention) == ("Hybrid" in name)
+    gammas = [m.gamma for m in model.modules() if isinstance(m, mnv4.LayerScale)]
+    assert bool(gammas) == ("Hybrid" in name) and all(torch.all(g == 1e-5) for g in gammas)
+    assert_batchnorms(model)

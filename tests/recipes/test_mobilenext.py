@@ -13,6 +13,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
+from init_stats import assert_batchnorms, assert_convs_follow, kaiming_fan_out_std, rejects_pytorch_default
 from recipe_loader import RECIPES, count_params, emulate_initialize_weights, load_recipe_module
 
 mnx = load_recipe_module("mobilenext", "mobilenext.py")
@@ -237,3 +239,21 @@ def test_survives_initialize_weights_inplace():
         torch.testing.assert_close(a, b)
     for (name, pa), pb in zip(patched.named_parameters(), reference.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+
+
+def test_every_conv_bn_pair_folds():
+    model = mnx.MobileNeXt()
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs > 70
+    block = mnx.SGBlock(64, 32, 1, 6, True)
+    assert check_fuses(block, torch.randn(2, 64, 16, 16)) == 4
+
+
+def test_initialisation_follows_the_authors():
+    """MXNet._initialize_weights: conv std sqrt(2 / (k * k * out_channels)), BN 1 / 0; also for a lone SGBlock."""
+    torch.manual_seed(0)
+    for model in (mnx.MobileNeXt(), mnx.SGBlock(64, 64), mnx.SGBlock(256, 128, 1, 6, True)):
+        model = emulate_initialize_weights(model)
+        convs = assert_convs_follow(model, kaiming_fan_out_std)
+        assert rejects_pytorch_default(convs, kaiming_fan_out_std) > 0.7
+        assert_batchnorms(model)

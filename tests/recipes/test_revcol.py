@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 R = load_recipe_module("revcol", "revcol.py")
@@ -41,8 +42,8 @@ def analytic_params(channels, layers, columns, c1=3, k=3):
     down = sum(4 * channels[i - 1] * channels[i] + channels[i] + 2 * channels[i] for i in range(1, 4))
     up = sum(channels[i + 1] * channels[i] + channels[i] + 2 * channels[i] for i in range(3))
     alphas = sum(channels)
-    # The first column has no up-fusion and no alphas (it has no previous column).
-    return stem + columns * (per_column + down) + (columns - 1) * (up + alphas)
+    # The first column has no up-fusion (it has no previous column) but, as in the reference, its alphas.
+    return stem + columns * (per_column + down + alphas) + (columns - 1) * up
 
 
 def build(name, meta=False, **kw):
@@ -75,15 +76,81 @@ def test_param_count_near_published(name):
     assert low <= n <= high
 
 
-def test_defaults():
-    model = build("tiny", meta=True)
-    assert model.save_memory is False
+# Drop-path rates of the reference's COCO configs (Detection/configs/revcol/cascade_mask_rcnn_revcol_*_3x_*.py);
+# xlarge has none and keeps its model builder's default.
+REFERENCE_DROP_PATH = {"tiny": 0.3, "small": 0.4, "base": 0.4, "large": 0.5, "xlarge": 0.5}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_defaults(name):
+    model = build(name, meta=True)
+    assert model.save_memory is True  # the reference configs' SAVEMM and the paper's memory claim
     assert model.feature_strides == (4, 8, 16, 32)
-    assert model.feature_channels == (64, 128, 256, 512)
+    assert model.feature_channels == REFERENCE[name][0]
     rates = [b.drop_path.p for b in model.subnet1.modules() if isinstance(b, R.ConvNeXtBlock)
              and isinstance(b.drop_path, R.DropPath)]
-    assert max(rates) == pytest.approx(0.1)  # reference default for tiny
-    assert not hasattr(model.subnet0, "alpha0") and hasattr(model.subnet1, "alpha0")
+    assert max(rates) == pytest.approx(REFERENCE_DROP_PATH[name])
+    # The first column holds its four alphas, frozen (they scale a previous column that does not exist).
+    assert [a.requires_grad for a in model.subnet0.alphas] == [False] * 4
+    assert [a.requires_grad for a in model.subnet1.alphas] == [True] * 4
+
+
+def official_keys(name):
+    """Parameter and buffer names of the reference backbone (megvii-research/RevCol models/revcol.py:
+    FullNet's stem and subnets, without the classification / decoder heads), written out from its structure."""
+    channels, layers, columns = REFERENCE[name]
+    keys = {"stem.0.weight", "stem.0.bias", "stem.1.weight", "stem.1.bias"}
+    for k in range(columns):
+        for i in range(4):
+            col = f"subnet{k}"
+            keys.add(f"{col}.alpha{i}")
+            lvl = f"{col}.level{i}"
+            if i > 0:
+                keys |= {f"{lvl}.fusion.down.0.weight", f"{lvl}.fusion.down.0.bias",
+                         f"{lvl}.fusion.down.1.weight", f"{lvl}.fusion.down.1.bias"}
+            if k > 0 and i < 3:
+                keys |= {f"{lvl}.fusion.up.channel_reschedule.{j}.{t}" for j in (0, 1) for t in ("weight", "bias")}
+            for b in range(layers[i]):
+                blk = f"{lvl}.blocks.{b}"
+                keys |= {f"{blk}.{m}.{t}" for m in ("dwconv", "norm", "pwconv1", "pwconv2") for t in ("weight", "bias")}
+                keys.add(f"{blk}.gamma")
+    return keys
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_state_dict_keys_are_the_reference_ones(name):
+    model = build(name, meta=True)
+    assert set(model.state_dict()) == official_keys(name)
+    assert tuple(model.subnet0.alpha0.shape) == (1, REFERENCE[name][0][0], 1, 1)
+
+
+@pytest.mark.parametrize("save_memory", [False, True])
+def test_first_column_alphas_do_not_change_the_output(save_memory):
+    torch.manual_seed(0)
+    model = build("tiny", drop_path=0.0, save_memory=save_memory).train()
+    x = torch.randn(1, 3, 64, 64, requires_grad=True)  # with gradients, so save_memory takes the reversible path
+    before = [o.detach() for o in model(x)]
+    with torch.no_grad():
+        for a in model.subnet0.alphas:
+            a.uniform_(-3.0, 3.0)
+    after = [o.detach() for o in model(x)]
+    for a, b in zip(before, after):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("save_memory", [False, True])
+def test_first_column_alphas_unfrozen_by_a_trainer_get_zero_gradients(save_memory):
+    """ultralytics' and YOLOv5's trainers set requires_grad on every parameter; DDP without
+    find_unused_parameters then needs each of them in the graph: they get the reference's zero gradient."""
+    torch.manual_seed(0)
+    model = build("tiny", drop_path=0.0, save_memory=save_memory).train()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    outs = model(torch.randn(1, 3, 64, 64))
+    sum(o.square().mean() for o in outs).backward()
+    for a in model.subnet0.alphas:
+        assert a.grad is not None and torch.count_nonzero(a.grad) == 0
+    assert all(torch.count_nonzero(a.grad) > 0 for a in model.subnet1.alphas)
 
 
 def _check_shapes(model, outs, h, w):
@@ -156,7 +223,7 @@ def test_reversible_gradients_equal_plain_with_drop_path(monkeypatch):
     assert "ReversibleColumn" in type(fn_b).__name__  # the custom function really ran
     for a, b in zip(outs_a, outs_b):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    assert len(grads_a) == len(list(model.parameters())) + 1
+    assert len(grads_a) == sum(p.requires_grad for p in model.parameters()) + 1
     assert grads_a.keys() == grads_b.keys()
     for k in grads_a:
         torch.testing.assert_close(grads_b[k], grads_a[k], rtol=1e-5, atol=1e-8, msg=k)
@@ -174,7 +241,7 @@ def test_reversible_gradients_equal_plain_with_drop_path(monkeypatch):
 def test_reversible_float32_at_default_init():
     """In float32 the inversion adds round-off only, far below the gradient scale."""
     torch.manual_seed(0)
-    model = build("tiny").train()  # default drop path 0.1, layer scale 1e-6, alpha 0.5
+    model = build("tiny").train()  # default drop path 0.3, layer scale 1e-6, alpha 0.5
     x = torch.randn(2, 3, 64, 96)
     _, grads_a, _, _ = _run(model, x, save_memory=False)
     _, grads_b, _, _ = _run(model, x, save_memory=True)
@@ -198,7 +265,10 @@ def test_inplace_activations_and_every_parameter_gets_gradient():
     outs = model(torch.randn(1, 3, 64, 64))
     sum(o.square().mean() for o in outs).backward()
     for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        if p.requires_grad:  # all but the first column's frozen alphas
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert name.startswith("subnet0.alpha") and p.grad is None, name
 
 
 def test_reversible_with_inplace_activations():
@@ -239,3 +309,11 @@ def test_recipe_toml_declares_module_outputs():
         assert tuple(entry["strides"]) == model.feature_strides
     assert {y["name"] for y in recipe["yamls"]} == {"yolov8-revcol", "rtdetr-revcol", "yolov5s-revcol"}
     assert all(y["vars"]["backbone"] == "revcol_tiny" for y in recipe["yamls"])
+
+
+def test_nothing_to_fold():
+    """RevCol normalises with LayerNorm only: no BatchNorm, so fuse() has nothing to do and changes nothing."""
+    torch.manual_seed(0)
+    model = build("tiny", drop_path=0.0)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 64)) == 0

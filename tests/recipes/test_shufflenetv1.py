@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
+from init_stats import assert_batchnorms, assert_convs_follow, rejects_pytorch_default
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 sn1 = load_recipe_module("shufflenetv1", "shufflenetv1.py")
@@ -185,3 +187,25 @@ def test_survives_inplace_activations():
     with torch.no_grad():
         for a, b in zip(m(x), ref(x)):
             assert torch.allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize("groups", [3, 8])
+def test_every_conv_bn_pair_folds(groups):
+    model = sn1.ShuffleNetV1(3, groups)
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs == 1 + 3 * 16
+
+
+def authors_std(stem):
+    """ShuffleNet-Series network.py: the first conv N(0, 0.01), the others N(0, 1 / input channels per group)."""
+    return lambda conv: 0.01 if conv is stem else 1.0 / (conv.in_channels // conv.groups)
+
+
+@pytest.mark.parametrize("groups", [3, 8])
+def test_initialisation_follows_the_authors(groups):
+    torch.manual_seed(0)
+    model = sn1.ShuffleNetV1(3, groups)
+    expected = authors_std(model.stem[0])
+    convs = assert_convs_follow(model, expected)
+    assert rejects_pytorch_default(convs, expected) > 0.9
+    assert_batchnorms(model, bias=1e-4)

@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from fusing import check_fuses
+from init_stats import assert_batchnorms, assert_convs_follow, rejects_pytorch_default
 from recipe_loader import RECIPES, count_params, load_recipe_module
 
 sn2 = load_recipe_module("shufflenetv2", "shufflenetv2.py")
@@ -172,3 +174,23 @@ def test_survives_inplace_activations():
     with torch.no_grad():
         for a, b in zip(m(x), ref(x)):
             assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_every_conv_bn_pair_folds():
+    model = sn2.ShuffleNetV2()
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    assert check_fuses(model, torch.randn(1, 3, 64, 96)) == pairs == 1 + 3 * 16 + 3 * 2
+
+
+def authors_std(stem):
+    """ShuffleNet-Series network.py: the first conv N(0, 0.01), the others N(0, 1 / input channels per group)."""
+    return lambda conv: 0.01 if conv is stem else 1.0 / (conv.in_channels // conv.groups)
+
+
+def test_initialisation_follows_the_authors():
+    torch.manual_seed(0)
+    model = sn2.ShuffleNetV2()
+    expected = authors_std(model.stem[0])
+    convs = assert_convs_follow(model, expected)
+    assert rejects_pytorch_default(convs, expected) > 0.9
+    assert_batchnorms(model, bias=1e-4)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from recipe_loader import count_params, load_recipe_module
+from fusing import check_fuses
+from recipe_loader import RECIPES, count_params, load_recipe_module
 
 sn = load_recipe_module("slimneck", "slimneck.py")
 
@@ -222,10 +223,21 @@ def _mimic_initialize_weights(model):
             mod.inplace = True
 
 
-@pytest.mark.parametrize("name", list(BLOCKS))
+# The same blocks with the SiLU option (the activation the targets' initialize_weights makes in-place).
+SILU_BLOCKS = {
+    "GSConv": lambda c1, c2: sn.GSConv(c1, c2, 1, 1, act="silu"),
+    "GSConvns": lambda c1, c2: sn.GSConvns(c1, c2, 1, 1, act="silu"),
+    "GSBottleneck": lambda c1, c2: sn.GSBottleneck(c1, c2, act="silu"),
+    "GSBottleneckC": lambda c1, c2: sn.GSBottleneckC(c1, c2, act="silu"),
+    "VoVGSCSP": lambda c1, c2: sn.VoVGSCSP(c1, c2, 2, act="silu"),
+    "VoVGSCSPC": lambda c1, c2: sn.VoVGSCSPC(c1, c2, 2, act="silu"),
+}
+
+
+@pytest.mark.parametrize("name", list(SILU_BLOCKS))
 def test_survives_inplace_activations(name):
     torch.manual_seed(0)
-    build, div = BLOCKS[name]
+    build = SILU_BLOCKS[name]
     m = build(16, 32).train()
     _mimic_initialize_weights(m)
     assert any(getattr(mod, "inplace", False) for mod in m.modules())
@@ -251,3 +263,66 @@ def test_vovgscsp_structure():
     c = sn.VoVGSCSPC(64, 128, 2)
     assert all(isinstance(b, sn.GSBottleneckC) for b in c.gsb)
     assert all(b.shortcut.conv.groups == 64 for b in c.gsb)
+
+
+# ---------------------------------------------------------------------------
+# Activation: Mish as in the authors' Conv, SiLU as an option
+# ---------------------------------------------------------------------------
+
+def _activated_convs(block):
+    return [m for m in block.modules() if isinstance(m, sn.Conv) and not isinstance(m.act, nn.Identity)]
+
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_default_activation_is_mish(name):
+    build, _ = BLOCKS[name]
+    convs = _activated_convs(build(16, 32))
+    assert convs and all(type(c.act) is nn.Mish for c in convs)
+
+
+def test_conv_computes_mish_of_batchnorm_by_default():
+    torch.manual_seed(0)
+    m = sn.Conv(8, 16, 3).eval()
+    x = torch.randn(2, 8, 10, 12)
+    with torch.no_grad():
+        z = m.bn(m.conv(x))
+        expected = z * torch.tanh(nn.functional.softplus(z))  # Mish, written out
+        assert torch.allclose(m(x), expected, atol=1e-6)
+        assert not torch.allclose(m(x), nn.functional.silu(z), atol=1e-3)
+
+
+@pytest.mark.parametrize("name", list(SILU_BLOCKS))
+def test_silu_option_changes_only_the_activation(name):
+    build = SILU_BLOCKS[name]
+    block, default = build(16, 32), BLOCKS[name][0](16, 32)
+    convs = _activated_convs(block)
+    assert convs and all(type(c.act) is nn.SiLU for c in convs)
+    assert count_params(block) == count_params(default)
+
+
+def test_activation_from_yaml_arguments():
+    # A YAML row [-1, 3, VoVGSCSP, [512, False, 1, 0.5, silu]] reaches the constructor as these arguments.
+    m = sn.VoVGSCSP(64, 128, 1, False, 1, 0.5, "silu")
+    assert {type(c.act) for c in _activated_convs(m)} == {nn.SiLU}
+    with pytest.raises(ValueError, match="'relu6'.*mish, silu"):
+        sn.VoVGSCSP(64, 128, 1, False, 1, 0.5, "relu6")
+
+
+def test_recipe_notes_document_the_activation_option():
+    import tomllib
+
+    notes = tomllib.loads((RECIPES / "slimneck" / "recipe.toml").read_text())["notes"]
+    assert "Mish" in notes and "silu" in notes
+
+
+# ---------------------------------------------------------------------------
+# Fused inference: every conv+BN pair folds
+# ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list(BLOCKS))
+def test_every_conv_bn_pair_folds(name):
+    torch.manual_seed(0)
+    build, _ = BLOCKS[name]
+    block = build(16, 32)
+    pairs = sum(isinstance(m, nn.BatchNorm2d) for m in block.modules())
+    assert check_fuses(block, torch.randn(2, 16, 16, 24)) == pairs > 0

@@ -98,8 +98,19 @@ def test_identity_shortcut_only_when_shape_is_kept():
 
 
 def test_start_with_relu_false_begins_with_the_separable_conv():
-    assert isinstance(xc.XceptionBlock(8, 16, 2, 1, start_with_relu=False).rep[0], xc.SeparableConv2d)
+    first = xc.XceptionBlock(8, 16, 2, 1, start_with_relu=False).rep[0]
+    assert isinstance(first, nn.Conv2d) and first.groups == 8 and first.kernel_size == (3, 3)
     assert isinstance(xc.XceptionBlock(8, 16, 2, 1).rep[0], xc.PreActReLU)
+
+
+@pytest.mark.parametrize("c1,c2,reps,s,start_with_relu,grow_first", TIMM_CASES)
+def test_every_conv_bn_pair_folds(c1, c2, reps, s, start_with_relu, grow_first):
+    from fusing import check_fuses
+
+    torch.manual_seed(0)
+    block = xc.XceptionBlock(c1, c2, reps, s, start_with_relu, grow_first)
+    pairs = reps + (0 if isinstance(block.skip, nn.Identity) else 1)
+    assert check_fuses(block, torch.randn(2, c1, 12, 10)) == pairs
 
 
 def test_separable_conv_stride_and_groups():

@@ -1,12 +1,9 @@
-"""Register new modules in `parse_model` by role.
+"""Finding things inside `def parse_model`, and JoinModuleSet: membership in the target's own module sets.
 
-- block: added to the width-scaled channel set (`c1, c2 = ch[f], args[0]`) and, when it takes a
-  repeat count, to the set whose branch does `args.insert(2, n)`: the target's own logic then scales
-  and repeats it exactly like its C3 / C2f.
-- backbone: an `elif` before the final `else: c2 = ch[f]` that passes the input channels and keeps
-  one instance; `claim_backbone_rows` after `ch.append(c2)` gives it one row per output stride, and a
-  row counter renumbers the rows after it.
-- fusion: an `elif` that passes the list of input widths and keeps the width.
+The width-scaled set is the test of the branch doing `c1, c2 = ch[f], args[0]`; the repeat set is the test
+of the `if` inside it doing `args.insert(2, n)`. Either is a list, tuple or set literal in the test, or
+(ultralytics >= 8.3.65) a local such as `base_modules = frozenset({...})` assigned before the layer loop.
+A module joining them is scaled and repeated exactly like the target's C3 / C2f.
 """
 
 from __future__ import annotations
@@ -15,75 +12,53 @@ from dataclasses import dataclass
 
 import libcst as cst
 
-from .anchors import AnchorMissing, code_of, find_function, is_layer_loop, matches_code, single_statement
+from .anchors import code_of, find_function, is_layer_loop, matches_code, single_statement
+from .base import ConflictExample, Edit, Example, Verdict, applied, conflict, missing, pending
+from .samples import PARSE_MODEL, PARSE_MODEL_FROZENSETS
 
-BACKBONE_BRANCH = """\
-if m in {{{names}}}:  # yolopatch: multi-output backbones fill one row per output stride
-    args = [ch[f], *args]
-    n = 1
-    c2 = None  # replaced by one entry per row in claim_backbone_rows()
-"""
-FUSION_BRANCH = """\
-if m in {{{names}}}:  # yolopatch: weighted fusion of several same-width inputs
-    args = [[ch[x] for x in f], *args]
-    c2 = ch[f[0]]
-"""
-ROW_COUNTER = "backbone_extra_rows = 0  # rows filled by multi-output backbones beyond their own\n"
-ROW_SHIFT = "i += backbone_extra_rows  # later rows are numbered after every backbone output row\n"
-ROW_CLAIM = "backbone_extra_rows += claim_backbone_rows(m_, ch)\n"
+PARSE_MODEL_ANCHOR = "def parse_model()"
+LOOP_ANCHOR = "the `for i, (f, n, m, args) in enumerate(backbone + head)` loop in parse_model()"
+CHAIN_ANCHOR = "the if/elif chain ending in `else: c2 = ch[f]` in parse_model()"
+SCALED_ANCHOR = "the branch doing `c1, c2 = ch[f], args[0]` in parse_model()"
+REPEAT_ANCHOR = "the `if m in ...: args.insert(2, n)` repeat branch in parse_model()"
 
 
-@dataclass(frozen=True)
-class Registration:
-    blocks: tuple[str, ...] = ()
-    repeat_blocks: tuple[str, ...] = ()
-    backbones: tuple[str, ...] = ()
-    fusions: tuple[str, ...] = ()
+class Missing(Exception):
+    """An anchor is not there; carries its description."""
 
 
-def register(module: cst.Module, registration: Registration, file: str) -> cst.Module:
-    found = find_function(module, "parse_model")
-    if found is None:
-        raise AnchorMissing(file, "def parse_model()")
-    index, function = found
-    statements = list(function.body.body)
-    loop_at = next((i for i, stmt in enumerate(statements) if is_layer_loop(stmt)), None)
-    if loop_at is None:
-        raise AnchorMissing(file, "the `for i, (f, n, m, args) in enumerate(backbone + head)` loop in parse_model()")
-    edit = _ParseModelEdit(module, file, statements, loop_at)
-    if registration.blocks:
-        edit.add_blocks(registration.blocks, registration.repeat_blocks)
-    branches = []
-    if registration.backbones:
-        branches.append((BACKBONE_BRANCH, registration.backbones))
-    if registration.fusions:
-        branches.append((FUSION_BRANCH, registration.fusions))
-    if branches:
-        edit.add_branches(branches)
-    if registration.backbones:
-        edit.add_row_counter()
-    function = function.with_changes(body=function.body.with_changes(body=edit.statements))
-    body = list(module.body)
-    body[index] = function
-    return module.with_changes(body=body)
+@dataclass
+class ParseModel:
+    """parse_model located in a module: its statements, the layer loop, and the loop's if/elif chain."""
+    module: cst.Module
+    index: int                 # of the function in module.body
+    statements: list           # the function body's statements (edited in place, then `rebuilt`)
+    loop_at: int
 
-
-class _ParseModelEdit:
-    def __init__(self, module: cst.Module, file: str, statements: list, loop_at: int):
-        self.module, self.file, self.statements, self.loop_at = module, file, statements, loop_at
-
-    # -- helpers -------------------------------------------------------------------------------------
-    def _parse(self, code: str) -> cst.BaseStatement:
-        return cst.parse_statement(code, config=self.module.config_for_parsing)
+    @classmethod
+    def find(cls, module: cst.Module) -> "ParseModel":
+        found = find_function(module, "parse_model")
+        if found is None:
+            raise Missing(PARSE_MODEL_ANCHOR)
+        index, function = found
+        statements = list(function.body.body)
+        loop_at = next((i for i, stmt in enumerate(statements) if is_layer_loop(stmt)), None)
+        if loop_at is None:
+            raise Missing(LOOP_ANCHOR)
+        return cls(module, index, statements, loop_at)
 
     @property
     def loop(self) -> cst.For:
         return self.statements[self.loop_at]
 
-    def _set_loop_body(self, body: list) -> None:
+    @property
+    def loop_body(self) -> list:
+        return list(self.loop.body.body)
+
+    def set_loop_body(self, body: list) -> None:
         self.statements[self.loop_at] = self.loop.with_changes(body=self.loop.body.with_changes(body=body))
 
-    def _chain_index(self) -> int:
+    def chain_index(self) -> int:
         """The if/elif chain of the loop whose final `else` is `c2 = ch[f]`."""
         for i, stmt in enumerate(self.loop.body.body):
             node = stmt
@@ -91,114 +66,66 @@ class _ParseModelEdit:
                 node = node.orelse
             if isinstance(node, cst.Else) and len(node.body.body) == 1 and matches_code(node.body.body[0], "c2 = ch[f]"):
                 return i
-        raise AnchorMissing(self.file, "the if/elif chain ending in `else: c2 = ch[f]` in parse_model()")
+        raise Missing(CHAIN_ANCHOR)
 
-    # -- blocks --------------------------------------------------------------------------------------
-    def add_blocks(self, names: tuple[str, ...], repeat_names: tuple[str, ...]) -> None:
-        body = list(self.loop.body.body)
-        chain_at = self._chain_index()
-        branch_path = []  # walk the chain to the width-scaled branch
-        node = body[chain_at]
-        while isinstance(node, cst.If):
-            if any(matches_code(s, "c1, c2 = ch[f], args[0]") for s in node.body.body):
-                break
-            branch_path.append(node)
-            node = node.orelse
-        else:
-            raise AnchorMissing(self.file, "the branch doing `c1, c2 = ch[f], args[0]` in parse_model()")
-        branch = node.with_changes(test=self._extend_membership(node.test, names, "the width-scaled module set"))
-        if repeat_names:
-            branch = branch.with_changes(body=branch.body.with_changes(body=[
-                self._extend_repeat_test(stmt, repeat_names) for stmt in branch.body.body
-            ]))
-            if branch.body.body == node.body.body:
-                raise AnchorMissing(self.file, "the `if m in ...: args.insert(2, n)` repeat branch in parse_model()")
-        for parent in reversed(branch_path):
-            branch = parent.with_changes(orelse=branch)
-        body[chain_at] = branch
-        self._set_loop_body(body)
+    def chain(self) -> cst.If:
+        return self.loop.body.body[self.chain_index()]
 
-    def _extend_repeat_test(self, stmt, names):
-        if isinstance(stmt, cst.If) and any(matches_code(s, "args.insert(2, n)") for s in stmt.body.body):
-            return stmt.with_changes(test=self._extend_membership(stmt.test, names, "the repeat module set"))
-        return stmt
+    def set_chain(self, chain: cst.If) -> None:
+        body = self.loop_body
+        body[self.chain_index()] = chain
+        self.set_loop_body(body)
 
-    def _extend_membership(self, test: cst.BaseExpression, names, what: str) -> cst.BaseExpression:
-        """`m in <collection>`: add names to the literal, or to the local the test names."""
-        if not (isinstance(test, cst.Comparison) and len(test.comparisons) == 1
-                and isinstance(test.comparisons[0].operator, cst.In)):
-            raise AnchorMissing(self.file, f"`m in ...` testing {what}")
-        target = test.comparisons[0]
-        if isinstance(target.comparator, cst.Name):
-            self._extend_named_collection(target.comparator.value, names, what)
-            return test
-        extended = extend_collection(target.comparator, names)
-        if extended is None:
-            raise AnchorMissing(self.file, f"a list, tuple or set literal for {what}")
-        return test.with_changes(comparisons=[target.with_changes(comparator=extended)])
+    def parse(self, code: str) -> cst.BaseStatement:
+        return cst.parse_statement(code, config=self.module.config_for_parsing)
 
-    def _extend_named_collection(self, local: str, names, what: str) -> None:
+    def rebuilt(self) -> cst.Module:
+        function = self.module.body[self.index]
+        body = list(self.module.body)
+        body[self.index] = function.with_changes(body=function.body.with_changes(body=self.statements))
+        return self.module.with_changes(body=body)
+
+    # -- the names a branch test covers -------------------------------------------------------------
+    def local_collection(self, name: str) -> tuple[int, cst.BaseExpression] | None:
+        """The literal a local such as `base_modules = frozenset({...})` holds: (statement index, literal)."""
         for i, stmt in enumerate(self.statements[: self.loop_at]):
             small = single_statement(stmt)
-            if isinstance(small, cst.Assign) and len(small.targets) == 1 and isinstance(small.targets[0].target, cst.Name) \
-                    and small.targets[0].target.value == local:
+            if isinstance(small, cst.Assign) and len(small.targets) == 1 \
+                    and isinstance(small.targets[0].target, cst.Name) and small.targets[0].target.value == name:
                 value = small.value
-                if isinstance(value, cst.Call) and code_of(value.func) in ("frozenset", "set", "tuple") and len(value.args) == 1:
-                    inner = extend_collection(value.args[0].value, names)
-                    new_value = value.with_changes(args=[value.args[0].with_changes(value=inner)]) if inner else None
+                if isinstance(value, cst.Call) and code_of(value.func) in ("frozenset", "set", "tuple") \
+                        and len(value.args) == 1:
+                    value = value.args[0].value
+                return (i, value) if isinstance(value, (cst.List, cst.Tuple, cst.Set)) else None
+        return None
+
+    def tested_names(self, test: cst.BaseExpression) -> set[str]:
+        """Module names a branch test matches: `m in {A, B}`, `m in local`, `m is A`, joined by and/or."""
+        if isinstance(test, cst.BooleanOperation):
+            return self.tested_names(test.left) | self.tested_names(test.right)
+        names: set[str] = set()
+        if isinstance(test, cst.Comparison) and code_of(test.left) == "m":
+            for target in test.comparisons:
+                comparator = target.comparator
+                if isinstance(comparator, cst.Name) and isinstance(target.operator, cst.In):
+                    found = self.local_collection(comparator.value)
+                    comparator = found[1] if found else comparator
+                if isinstance(comparator, (cst.List, cst.Tuple, cst.Set)):
+                    names |= {code_of(e.value) for e in comparator.elements}
                 else:
-                    new_value = extend_collection(value, names)
-                if new_value is None:
-                    break
-                self.statements[i] = stmt.with_changes(body=[small.with_changes(value=new_value)])
-                return
-        raise AnchorMissing(self.file, f"the assignment of `{local}` ({what}) before the layer loop")
+                    names.add(code_of(comparator))
+        return names
 
-    # -- backbone and fusion branches ----------------------------------------------------------------
-    def add_branches(self, branches) -> None:
-        body = list(self.loop.body.body)
-        chain_at = self._chain_index()
-        chain = body[chain_at]
-        for template, names in branches:
-            chain = self._add_branch(chain, template, names)
-        body[chain_at] = chain
-        self._set_loop_body(body)
-
-    def _add_branch(self, chain: cst.If, template: str, names) -> cst.If:
-        new_branch = self._parse(template.format(names=", ".join(names)))
-        wanted = [code_of(single_statement(s)) for s in new_branch.body.body]
-
-        def rebuild(node):
-            if isinstance(node, cst.If):
-                if [code_of(single_statement(s)) if single_statement(s) else None for s in node.body.body] == wanted:
-                    missing = [n for n in names if n not in _literal_names(node.test)]
-                    return node.with_changes(test=self._extend_membership(node.test, missing, "a yolopatch branch")) \
-                        if missing else node
-                return node.with_changes(orelse=rebuild(node.orelse))
-            return new_branch.with_changes(orelse=node)  # node is the final `else`
-
-        return rebuild(chain)
-
-    # -- row numbering after multi-output backbones -------------------------------------------------
-    def add_row_counter(self) -> None:
-        before = self.statements[self.loop_at - 1] if self.loop_at else None
-        if before is None or not matches_code(before, ROW_COUNTER.split("#")[0]):
-            self.statements.insert(self.loop_at, self._parse(ROW_COUNTER))
-            self.loop_at += 1
-        body = list(self.loop.body.body)
-        if not matches_code(body[0], ROW_SHIFT.split("#")[0]):
-            body.insert(0, self._parse(ROW_SHIFT))
-        append_at = next((i for i, s in enumerate(body) if matches_code(s, "ch.append(c2)")), None)
-        if append_at is None:
-            raise AnchorMissing(self.file, "`ch.append(c2)` at the end of the layer loop in parse_model()")
-        if append_at + 1 >= len(body) or not matches_code(body[append_at + 1], ROW_CLAIM):
-            body.insert(append_at + 1, self._parse(ROW_CLAIM))
-        self._set_loop_body(body)
-
-
-def _literal_names(test: cst.BaseExpression) -> set[str]:
-    comparator = test.comparisons[0].comparator
-    return {code_of(e.value) for e in getattr(comparator, "elements", [])}
+    def handled_before(self, names, stop: cst.If | None = None) -> tuple[str, str] | None:
+        """(name, test) of the first of `names` an earlier branch of the chain already matches (up to
+        `stop`, or the whole chain)."""
+        node = self.chain()
+        while isinstance(node, cst.If) and node is not stop:
+            hit = [n for n in names if n in self.tested_names(node.test)]
+            if hit:
+                return hit[0], code_of(node.test)
+            node = node.orelse
+        return None
 
 
 def extend_collection(node: cst.BaseExpression, names) -> cst.BaseExpression | None:
@@ -207,15 +134,167 @@ def extend_collection(node: cst.BaseExpression, names) -> cst.BaseExpression | N
         return None
     elements = list(node.elements)
     present = {code_of(e.value) for e in elements}
-    missing = [n for n in names if n not in present]
-    if not missing:
+    missing_names = [n for n in names if n not in present]
+    if not missing_names:
         return node
-    separator = elements[-2].comma if len(elements) > 1 else cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
+    last_comma = elements[-1].comma
+    if len(elements) > 1:
+        separator = elements[-2].comma
+    elif isinstance(last_comma, cst.Comma) and isinstance(_opening_space(node), cst.ParenthesizedWhitespace):
+        separator = last_comma.with_changes(whitespace_after=_opening_space(node))  # one element per line
+    else:
+        separator = cst.Comma(whitespace_after=cst.SimpleWhitespace(" "))
     trailing = elements[-1].comma
     if isinstance(node, cst.Tuple) and len(elements) == 1:
         trailing = cst.MaybeSentinel.DEFAULT  # `(A,)` becomes `(A, B)`
     elements[-1] = elements[-1].with_changes(comma=separator)
-    for name in missing[:-1]:
+    for name in missing_names[:-1]:
         elements.append(cst.Element(cst.Name(name), comma=separator))
-    elements.append(cst.Element(cst.Name(missing[-1]), comma=trailing))
+    elements.append(cst.Element(cst.Name(missing_names[-1]), comma=trailing))
     return node.with_changes(elements=elements)
+
+
+def _opening_space(node: cst.BaseExpression):
+    """The whitespace after a literal's opening bracket (a newline and indent when one element is per line)."""
+    if isinstance(node, cst.Set):
+        return node.lbrace.whitespace_after
+    if isinstance(node, cst.List):
+        return node.lbracket.whitespace_after
+    return node.lpar[0].whitespace_after if node.lpar else None
+
+
+def membership(test: cst.BaseExpression) -> cst.ComparisonTarget | None:
+    """The `in <collection>` part of a test `m in <collection>`."""
+    if isinstance(test, cst.Comparison) and len(test.comparisons) == 1 and isinstance(test.comparisons[0].operator, cst.In):
+        return test.comparisons[0]
+    return None
+
+
+SETS = {  # kind: what it is, in words
+    "scaled": "the width-scaled module set",
+    "repeat": "the repeat module set",
+}
+
+
+class JoinModuleSet(Edit):
+    """Add module names to the width-scaled set (kind "scaled") or the repeat set (kind "repeat")."""
+
+    id = "join-module-set"
+    scope = "parse_model"
+
+    def __init__(self, kind: str, names):
+        assert kind in SETS
+        self.kind, self.names = kind, tuple(names)
+
+    def _find(self, view: ParseModel) -> tuple[cst.If, cst.If]:
+        """(the scaled branch, the `if` whose test is this edit's set)."""
+        node = view.chain()
+        while isinstance(node, cst.If):
+            if any(matches_code(s, "c1, c2 = ch[f], args[0]") for s in node.body.body):
+                break
+            node = node.orelse
+        else:
+            raise Missing(SCALED_ANCHOR)
+        if self.kind == "scaled":
+            return node, node
+        for stmt in node.body.body:
+            if isinstance(stmt, cst.If) and any(matches_code(s, "args.insert(2, n)") for s in stmt.body.body):
+                return node, stmt
+        raise Missing(REPEAT_ANCHOR)
+
+    def _collection(self, view: ParseModel, test_if: cst.If):
+        """(the literal holding the set, index of the local assigning it or None)."""
+        what = SETS[self.kind]
+        target = membership(test_if.test)
+        if target is None:
+            raise Missing(f"`m in ...` testing {what}")
+        if isinstance(target.comparator, cst.Name):
+            found = view.local_collection(target.comparator.value)
+            if found is None:
+                raise Missing(f"the assignment of `{target.comparator.value}` ({what}) before the layer loop")
+            return found[1], found[0]
+        if not isinstance(target.comparator, (cst.List, cst.Tuple, cst.Set)) or not target.comparator.elements:
+            raise Missing(f"a list, tuple or set literal for {what}")
+        return target.comparator, None
+
+    def classify(self, module: cst.Module) -> Verdict:
+        try:
+            view = ParseModel.find(module)
+            scaled, test_if = self._find(view)
+            literal, _ = self._collection(view, test_if)
+        except Missing as exc:
+            return missing(str(exc))
+        present = {code_of(e.value) for e in literal.elements}
+        if set(self.names) <= present:
+            return applied()
+        earlier = view.handled_before([n for n in self.names if n not in present], stop=scaled)
+        if earlier:
+            return conflict(f"{earlier[0]} is already handled by `if {earlier[1]}:` in parse_model()")
+        return pending()
+
+    def transform(self, module: cst.Module) -> cst.Module:
+        view = ParseModel.find(module)
+        scaled, test_if = self._find(view)
+        literal, local_at = self._collection(view, test_if)
+        extended = extend_collection(literal, self.names)
+        if local_at is not None:
+            stmt = view.statements[local_at]
+            small = single_statement(stmt)
+            value = small.value
+            if isinstance(value, cst.Call):
+                value = value.with_changes(args=[value.args[0].with_changes(value=extended)])
+            else:
+                value = extended
+            view.statements[local_at] = stmt.with_changes(body=[small.with_changes(value=value)])
+            return view.rebuilt()
+        target = membership(test_if.test)
+        new_if = test_if.with_changes(test=test_if.test.with_changes(comparisons=[target.with_changes(comparator=extended)]))
+        new_scaled = new_if if self.kind == "scaled" else scaled.with_changes(body=scaled.body.with_changes(
+            body=[new_if if s is test_if else s for s in scaled.body.body]))
+        view.set_chain(_replace_in_chain(view.chain(), scaled, new_scaled))
+        return view.rebuilt()
+
+    @classmethod
+    def for_patch(cls, patch, import_prefix: str) -> list:
+        edits = []
+        if patch.scaled:
+            edits.append(cls("scaled", patch.scaled))
+        if patch.repeats:
+            edits.append(cls("repeat", patch.repeats))
+        return edits
+
+    @classmethod
+    def examples(cls) -> list:
+        scaled, repeat = cls("scaled", ["GSConv", "VoV"]), cls("repeat", ["VoV"])
+        frozen = PARSE_MODEL_FROZENSETS
+        return [
+            Example("a set literal", scaled, PARSE_MODEL,
+                    PARSE_MODEL.replace("if m in {Conv, C3}:", "if m in {Conv, C3, GSConv, VoV}:")),
+            Example("the repeat set inside the scaled branch", repeat, PARSE_MODEL,
+                    PARSE_MODEL.replace("if m in {C3}:", "if m in {C3, VoV}:")),
+            Example("a one-element tuple", scaled, PARSE_MODEL.replace("{Conv, C3}", "(Conv,)"),
+                    PARSE_MODEL.replace("{Conv, C3}", "(Conv, GSConv, VoV)")),
+            Example("a list", repeat, PARSE_MODEL.replace("{C3}", "[C3]"),
+                    PARSE_MODEL.replace("{C3}", "[C3, VoV]")),
+            Example("a frozenset local, one name per line", scaled, frozen, frozen.replace(
+                "            C3,\n        }\n    )\n    repeat",
+                "            C3,\n            GSConv,\n            VoV,\n        }\n    )\n    repeat")),
+            Example("the repeat frozenset local", repeat, frozen, frozen.replace(
+                "            C3,\n        }\n    )\n    for", "            C3,\n            VoV,\n        }\n    )\n    for")),
+            ConflictExample("a name an earlier branch matches", scaled,
+                            PARSE_MODEL.replace("if m in {Conv, C3}:", "if m is GSConv:\n            c2 = 1\n"
+                                                "        elif m in {Conv, C3}:"),
+                            "GSConv is already handled by `if m is GSConv:`"),
+            ConflictExample("a set local that is not assigned before the loop", scaled,
+                            PARSE_MODEL.replace("if m in {Conv, C3}:", "if m in base_modules:"),
+                            "the assignment of `base_modules`"),
+            ConflictExample("no scaled branch", scaled,
+                            PARSE_MODEL.replace("c1, c2 = ch[f], args[0]", "c1, c2 = ch[f], 1"),
+                            SCALED_ANCHOR),
+        ]
+
+
+def _replace_in_chain(chain: cst.If, old: cst.If, new: cst.If) -> cst.If:
+    if chain is old:
+        return new
+    return chain.with_changes(orelse=_replace_in_chain(chain.orelse, old, new))

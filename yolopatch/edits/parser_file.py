@@ -1,8 +1,9 @@
 """All edits to the target's parser file (yolo.py / tasks.py).
 
-The edits run on libcst trees of only the pieces they touch (edits/pieces.py): the import block,
-`def parse_model` and the methods holding forward loops. `apply_patch_whole` runs the same edits on a
-tree of the whole file; it is the fallback for unusual files, and the tests hold both to the same bytes.
+The edits (edits/registry.py) run on libcst trees of only the pieces they touch (edits/pieces.py): the
+import block, `def parse_model` and the methods holding forward loops. `apply_patch_whole` runs the same
+edits on a tree of the whole file; it is the fallback for unusual files, and the tests hold both to the
+same bytes.
 """
 
 from __future__ import annotations
@@ -11,27 +12,37 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from .. import roles
 from ..errors import RefusedError
 from .anchors import AnchorMissing
-from .imports import add_from_import
-from .loops import MISSING_LOOP, edit_forward_loops, teach_forward_loops
-from .parse_model import Registration, register
+from .loops import MISSING_LOOP
 from .pieces import Piece, Pieces, locate
+from .registry import SCOPES, parser_edits
 
 SUPPORT_MODULE = "yolopatch_support"
-SUPPORT_NAMES = ["claim_backbone_rows", "spread_backbone_outputs"]
+SUPPORT_NAMES = ("claim_backbone_rows", "route_backbone_levels")
+FUSE_MODULE = "yolopatch_fuse"   # conv + BatchNorm folding of the added modules, for fuse() (edits/fuse.py)
+FUSE_NAMES = ("fold_batchnorms",)
 # A class member is indented: it is parsed as the body of this class, which is then cut off again.
 _WRAPPER = b"class _yolopatch_piece:"
 
 
 @dataclass(frozen=True)
 class ParserPatch:
-    imports: tuple[tuple[str, tuple[str, ...]], ...]  # (dotted module, names) in order
-    registration: Registration
+    imports: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (dotted module, names) in order
+    members: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (role, module names), roles in table order
+    repeats: tuple[str, ...] = ()                          # modules taking a repeat count
+
+    def names(self, role: str) -> tuple[str, ...]:
+        return next((names for name, names in self.members if name == role), ())
+
+    @property
+    def scaled(self) -> tuple[str, ...]:
+        return tuple(n for role in roles.ROLES if role.registration == "scaled" for n in self.names(role.name))
 
     @property
     def needs_multi_output(self) -> bool:
-        return bool(self.registration.backbones)
+        return any(self.names(role.name) for role in roles.ROLES if role.multi_output)
 
 
 def _require_utf8(source: bytes, file: str) -> None:
@@ -64,48 +75,51 @@ def apply_patch(source: bytes, patch: ParserPatch, file: str, import_prefix: str
 
 def apply_patch_whole(source: bytes, patch: ParserPatch, file: str, import_prefix: str) -> bytes:
     module = parse(source, file)
-    module = _add_imports(module, patch, import_prefix)
-    module = register(module, patch.registration, file)
-    if patch.needs_multi_output:
-        module, _ = teach_forward_loops(module, file)
+    for edit in parser_edits(patch, import_prefix):
+        module = edit.apply(module, file)
     return module.bytes
-
-
-def _add_imports(module: cst.Module, patch: ParserPatch, import_prefix: str) -> cst.Module:
-    for dotted, names in patch.imports:
-        module = add_from_import(module, dotted, list(names))
-    if patch.needs_multi_output:
-        module = add_from_import(module, f"{import_prefix}.{SUPPORT_MODULE}", SUPPORT_NAMES)
-    return module
 
 
 def _apply_to_pieces(source: bytes, pieces: Pieces, patch: ParserPatch, file: str, import_prefix: str) -> bytes:
     config = cst.PartialParserConfig(default_newline=_first_newline(source))
+    edits = parser_edits(patch, import_prefix)
     edited: list[tuple[Piece, bytes]] = []
-
-    header = cst.parse_module(_text(source, pieces.header), config=config)
-    edited.append((pieces.header, _add_imports(header, patch, import_prefix).bytes))
-
-    model_source = _text(source, pieces.parse_model) if pieces.parse_model else b""
-    model = register(cst.parse_module(model_source, config=config), patch.registration, file)
-    edited.append((pieces.parse_model, model.bytes))
-
-    if patch.needs_multi_output:
-        loops = 0
-        for piece in pieces.loops:
-            wrapped = _WRAPPER + config.default_newline.encode() if piece.nested else b""
-            module, found = edit_forward_loops(cst.parse_module(wrapped + _text(source, piece), config=config))
-            loops += found
-            code = module.bytes
-            assert code.startswith(wrapped), "the wrapper class must come back unchanged"
-            edited.append((piece, code[len(wrapped):]))
-        if loops == 0:
-            raise AnchorMissing(file, MISSING_LOOP)
+    for scope in SCOPES:
+        scoped = [edit for edit in edits if edit.scope == scope]
+        if not scoped:
+            continue
+        if scope == "loops":
+            if not pieces.loops:
+                raise AnchorMissing(file, MISSING_LOOP)
+            for piece in pieces.loops:
+                edited.append((piece, _edit_piece(source, piece, scoped, file, config)))
+            continue
+        if scope == "fuse":
+            for piece in pieces.fuse:
+                edited.append((piece, _edit_piece(source, piece, scoped, file, config)))
+            if not pieces.fuse:   # no fuse() to extend: its edit classifies the empty tree as nothing to do
+                _edit_module(cst.parse_module(b"", config=config), scoped, file)
+            continue
+        piece = pieces.header if scope == "header" else pieces.parse_model
+        if piece is None:  # no parse_model: its edits report the missing anchor
+            _edit_module(cst.parse_module(b"", config=config), scoped, file)
+            continue
+        edited.append((piece, _edit_piece(source, piece, scoped, file, config)))
     return _splice(source, edited)
 
 
-def _text(source: bytes, piece: Piece) -> bytes:
-    return source[piece.start:piece.end]
+def _edit_module(module: cst.Module, edits: list, file: str) -> cst.Module:
+    for edit in edits:
+        module = edit.apply(module, file)
+    return module
+
+
+def _edit_piece(source: bytes, piece: Piece, edits: list, file: str, config) -> bytes:
+    wrapped = _WRAPPER + config.default_newline.encode() if piece.nested else b""
+    module = _edit_module(cst.parse_module(wrapped + source[piece.start:piece.end], config=config), edits, file)
+    code = module.bytes
+    assert code.startswith(wrapped), "the wrapper class must come back unchanged"
+    return code[len(wrapped):]
 
 
 def _splice(source: bytes, edited: list[tuple[Piece, bytes]]) -> bytes:

@@ -1,12 +1,13 @@
 """The few runs of lines of a parser file that the edits touch, found with Python's own `ast`.
 
 tasks.py is over 100 KB and a libcst parse of all of it costs more than everything else `apply` does;
-the edits only ever touch three places:
+the edits only ever touch four places:
 
   header       the top-level statements before the first def/class (where imports are added)
   parse_model  the top-level `def parse_model`
   loops        every method of a top-level class (or top-level function) holding a forward loop's save
                step `y.append(x if m.i in self.save else None)`
+  fuse         every `def fuse` method of a top-level class
 
 `ast` (C, an order of magnitude faster than a libcst parse) finds them by structure; libcst then parses and
 edits each piece on its own and the edited pieces are spliced back between the untouched bytes. When a
@@ -39,6 +40,7 @@ class Pieces:
     header: Piece
     parse_model: Piece | None
     loops: tuple[Piece, ...]
+    fuse: tuple[Piece, ...] = ()
 
 
 def locate(source: bytes) -> Pieces | None:
@@ -69,7 +71,7 @@ def locate(source: bytes) -> Pieces | None:
         return None
     header = Piece(0, line_starts[header_nodes[-1].end_lineno], False)
 
-    parse_model, loops = None, []
+    parse_model, loops, fuse = None, [], []
     for node in body[first_def:]:
         if isinstance(node, ast.FunctionDef) and node.name == "parse_model" and parse_model is None:
             if _holds_save_step(node):
@@ -77,11 +79,16 @@ def locate(source: bytes) -> Pieces | None:
             parse_model = piece(node)
         elif isinstance(node, ast.ClassDef):
             loops.extend(piece(member, nested=True) for member in node.body if _holds_save_step(member))
+            for member in node.body:
+                if isinstance(member, ast.FunctionDef) and member.name == "fuse":
+                    if _holds_save_step(member):
+                        return None
+                    fuse.append(piece(member, nested=True))
         elif _holds_save_step(node):
             if not isinstance(node, _DEFS):
                 return None
             loops.append(piece(node))
-    return Pieces(header, parse_model, tuple(loops))
+    return Pieces(header, parse_model, tuple(loops), tuple(fuse))
 
 
 def _line_starts(source: bytes) -> list[int]:

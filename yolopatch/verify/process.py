@@ -1,9 +1,8 @@
-"""Launch runner.py in the target's interpreter: the environment it gets, progress streamed back, the
+"""Launch the runner (runner/__main__.py) in the target's interpreter: the environment it gets, progress streamed back, the
 JSON result read from a file, a time limit."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,13 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-RUNNER = Path(__file__).resolve().parent / "runner.py"
-PROGRESS_PREFIX = "@yolopatch-verify "   # runner_env.PROGRESS_PREFIX (the runner never imports yolopatch)
+from .protocol import PROGRESS_PREFIX, RunnerOutput, Spec
+
+RUNNER = Path(__file__).resolve().parent / "runner" / "__main__.py"
 
 
 def runner_env(import_root: Path, work: Path, base: dict | None = None) -> dict:
-    """The checkout first on PYTHONPATH, no bytecode written into it, every config and settings folder the
-    targets write to moved into the scratch folder, no network installs or downloads."""
+    """The user's environment with the checkout first on PYTHONPATH, no bytecode written into it, every
+    config and settings folder the targets write to moved into the scratch folder, no network installs or
+    downloads."""
     env = dict(os.environ if base is None else base)
     user_path = env.get("PYTHONPATH", "")
     env["PYTHONPATH"] = os.pathsep.join([str(import_root)] + ([user_path] if user_path else []))
@@ -34,17 +35,16 @@ def runner_env(import_root: Path, work: Path, base: dict | None = None) -> dict:
         "YOLO_CONFIG_DIR": str(config),   # ultralytics settings.json, fonts
         "YOLOV5_CONFIG_DIR": str(config),  # yolov5 fonts and settings
         "MPLCONFIGDIR": str(work / "matplotlib"),
-        # Checkpoints pickle module objects; targets written before torch 2.6 call torch.load without
-        # weights_only and would be refused by the new default. Explicit weights_only=True still wins.
-        "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1",
     })
+    # Nothing that changes how torch or the target behaves is set here (no TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD,
+    # no exporter choice): every step runs as the user's own command runs, with the user's own environment.
     env.pop("PYTHONSTARTUP", None)
     return env
 
 
 @dataclass
 class RunnerResult:
-    result: dict | None     # None: the runner exited without writing one
+    result: RunnerOutput | None     # None: the runner exited without writing one
     returncode: int
     log: Path
     timed_out: bool = False
@@ -60,12 +60,12 @@ class RunnerResult:
 class Runner:
     """One runner subprocess; start() returns at once, wait() collects the result."""
 
-    def __init__(self, python: str, spec: dict, env: dict, work: Path, name: str,
+    def __init__(self, python: str, spec: Spec, env: dict, work: Path, name: str,
                  on_progress: Callable[[str], None] | None = None):
         self.spec_path = work / f"{name}-spec.json"
-        self.result_path = Path(spec["result"])
+        self.result_path = Path(spec.result)
         self.log = work / f"{name}.log"
-        self.spec_path.write_text(json.dumps(spec, indent=1), encoding="utf-8")
+        self.spec_path.write_text(spec.to_json(), encoding="utf-8")
         self.cmd = [python, str(RUNNER), str(self.spec_path)]
         self.env, self.cwd = env, work / f"{name}-cwd"
         self.on_progress = on_progress
@@ -109,7 +109,7 @@ class Runner:
         result = None
         if self.result_path.is_file():
             try:
-                result = json.loads(self.result_path.read_text(encoding="utf-8"))
-            except ValueError:
+                result = RunnerOutput.from_json(self.result_path.read_text(encoding="utf-8"))
+            except (ValueError, TypeError):
                 result = None
         return RunnerResult(result, self.proc.returncode, self.log, timed_out)

@@ -6,12 +6,22 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from .protocol import FAILED, MODEL_STEPS, NOT_RUN, PASSED, SKIPPED, STEPS, TARGET_STEPS
+from .runner.causes import ENVIRONMENT, PATCH, cause_record
+
+__all__ = ["SCHEMA", "STEPS", "MODEL_STEPS", "VerifyReport"]
+
 SCHEMA = "yolopatch-verify/1"
-STEPS = ("import", "names", "build", "shapes", "stock", "figures", "train", "reload", "export")
-TARGET_STEPS = ("import", "stock")
-MODEL_STEPS = ("names", "build", "shapes", "figures", "train", "reload", "export")
-STATUSES = ("passed", "failed", "skipped", "not-run")
-_CELL = {"passed": "ok", "failed": "FAIL", "skipped": "skip", "not-run": "-"}
+_CELL = {PASSED: "ok", FAILED: "FAIL", SKIPPED: "skip", NOT_RUN: "-"}
+_TARGET_EVIDENCE = {"stock": "the stock models differ from the ones the pristine files build",
+                    "runner": "the runner ended without a result"}
+
+
+def _blame(cause: dict) -> str:
+    """What the environment did and how to fix it (or, for a fault verify does not know, the evidence)."""
+    if cause.get("name"):
+        return f"{cause['what']} ({cause['evidence']}). Fix: {cause['fix']}"
+    return f"{cause['evidence']}. Fix the environment (a package version the target does not support?), then run again"
 
 
 @dataclass
@@ -27,13 +37,16 @@ class VerifyReport:
     # verdict ---------------------------------------------------------------------------------------------
     @property
     def failures(self) -> list:
-        found = [{"model": None, "step": step, "message": check["message"]}
-                 for step, check in self.checks.items() if check.get("status") == "failed"]
+        """Every failed step, target-level first, each with its cause (environment or patch)."""
+        found = [{"model": None, "step": step, "message": check["message"],
+                  "cause": check.get("cause") or cause_record(PATCH, _TARGET_EVIDENCE.get(step, ""), check["message"])}
+                 for step, check in self.checks.items() if check.get("status") == FAILED]
         for model in self.models:
             for step in MODEL_STEPS:
                 entry = model["steps"].get(step, {})
-                if entry.get("status") == "failed":
-                    found.append({"model": model["name"], "step": step, "message": entry["message"]})
+                if entry.get("status") == FAILED:
+                    found.append({"model": model["name"], "step": step, "message": entry["message"],
+                                  "cause": entry.get("cause") or cause_record(PATCH, "", entry["message"])})
         return found
 
     @property
@@ -41,16 +54,24 @@ class VerifyReport:
         return not self.failures
 
     @property
+    def environment_only(self) -> bool:
+        """Every failure is the environment's: the stock model fails the same step the same way."""
+        failures = self.failures
+        return bool(failures) and all(f["cause"]["origin"] == ENVIRONMENT for f in failures)
+
+    @property
     def exit_code(self) -> int:
-        return 0 if self.passed else 4
+        return 0 if self.passed else 5 if self.environment_only else 4
 
     def failure_summary(self) -> str:
         failures = self.failures
         if not failures:
             return ""
-        first = failures[0]
+        first = next((f for f in failures if f["cause"]["origin"] != ENVIRONMENT), failures[0])
         where = f"{first['model']}: {first['step']}" if first["model"] else first["step"]
         more = f" (and {len(failures) - 1} more failure(s))" if len(failures) > 1 else ""
+        if self.environment_only:
+            return f"verify failed at {where} because of the environment, not the patch: {_blame(first['cause'])}{more}"
         return f"verify failed at {where}: {first['message']}{more}"
 
     # JSON ------------------------------------------------------------------------------------------------
@@ -78,6 +99,11 @@ class VerifyReport:
         for failure in self.failures:
             where = f"{failure['model']} · {failure['step']}" if failure["model"] else failure["step"]
             lines.append(f"FAIL {where}: {failure['message']}")
+            cause = failure["cause"]
+            if cause["origin"] == ENVIRONMENT:
+                lines.append(f"     cause: the environment, not the patch: {_blame(cause)}")
+            elif cause.get("evidence"):
+                lines.append(f"     cause: the patch ({cause['evidence']})")
         lines.extend(f"note: {note}" for note in self.notes)
         verdict = "passed" if self.passed else f"FAILED ({len(self.failures)} failure(s))"
         lines.append(f"verify {verdict}: {len(self.models)} model(s) in {self.seconds:.1f}s")

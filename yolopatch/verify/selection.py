@@ -4,28 +4,45 @@ declarations, and the stock models to compare with the pristine files. Read from
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import recipes as recipe_store
-from ..edits.parser_file import SUPPORT_MODULE
+from ..edits.parser_file import FUSE_MODULE, SUPPORT_MODULE
 from ..errors import RefusedError, UsageError
 from ..manifest import State
 from ..targets import Target
+from .protocol import ModelYaml, ModuleDeclaration, StockModel, guess_task
 
-# Stock models compared with the pristine files: (name, candidate YAMLs relative to the package folder,
-# scale). The first candidate that exists is used.
+# The stock model of each task: (name, task, one-to-one head, candidate YAMLs relative to the package folder,
+# scale). The first candidate that exists is used; a task whose YAMLs a release lacks is absent there.
 _STOCK = {
-    "ultralytics": [("yolov8n", ("cfg/models/v8/yolov8.yaml", "models/v8/yolov8.yaml", "models/v8/yolov8n.yaml"), "n"),
-                    ("rtdetr-l", ("cfg/models/rt-detr/rtdetr-l.yaml", "models/rt-detr/rtdetr-l.yaml"), "l")],
-    "yolov5": [("yolov5s", ("models/yolov5s.yaml",), None)],
+    "ultralytics": [
+        ("yolov8n", "detect", False, ("cfg/models/v8/yolov8.yaml", "models/v8/yolov8.yaml", "models/v8/yolov8n.yaml"), "n"),
+        ("rtdetr-l", "rtdetr", False, ("cfg/models/rt-detr/rtdetr-l.yaml", "models/rt-detr/rtdetr-l.yaml"), "l"),
+        ("yolov8n-seg", "segment", False, ("cfg/models/v8/yolov8-seg.yaml", "models/v8/yolov8-seg.yaml",
+                                          "models/v8/seg/yolov8n-seg.yaml"), "n"),
+        ("yolov8n-pose", "pose", False, ("cfg/models/v8/yolov8-pose.yaml", "models/v8/yolov8-pose.yaml"), "n"),
+        ("yolov8n-obb", "obb", False, ("cfg/models/v8/yolov8-obb.yaml",), "n"),
+        ("yolov8n-cls", "classify", False, ("cfg/models/v8/yolov8-cls.yaml", "models/v8/yolov8-cls.yaml",
+                                           "models/v8/cls/yolov8n-cls.yaml"), "n"),
+        ("yolo26n", "detect", True, ("cfg/models/26/yolo26.yaml",), "n"),
+        ("yolo26n-seg", "segment", True, ("cfg/models/26/yolo26-seg.yaml",), "n"),
+        ("yolo26n-pose", "pose", True, ("cfg/models/26/yolo26-pose.yaml",), "n"),
+        ("yolo26n-obb", "obb", True, ("cfg/models/26/yolo26-obb.yaml",), "n"),
+        ("yolo26n-cls", "classify", True, ("cfg/models/26/yolo26-cls.yaml",), "n"),
+    ],
+    "yolov5": [("yolov5s", "detect", False, ("models/yolov5s.yaml",), None),
+               ("yolov5s-seg", "segment", False, ("models/segment/yolov5s-seg.yaml",), None)],
 }
+_ALWAYS_COMPARED = ("detect", "rtdetr")   # the stock check's models whatever is verified
 
 
 @dataclass
 class Selection:
-    yamls: list = field(default_factory=list)              # [{"path", "kind", "source"}]
-    modules: dict = field(default_factory=dict)            # class name -> {"role", "channels", "strides", "recipe"}
+    yamls: list = field(default_factory=list)              # protocol.ModelYaml
+    modules: dict = field(default_factory=dict)            # class name -> protocol.ModuleDeclaration
     new_module_files: list = field(default_factory=list)   # dotted names of module files the tool added
     recipes: list = field(default_factory=list)            # recipes whose YAMLs are verified
     notes: list = field(default_factory=list)
@@ -36,27 +53,33 @@ def package_dir(target: Target) -> str:
     return target.parser_file.split("/")[0] if target.flavour != "yolov5-upstream" else ""
 
 
-def model_kind(path: Path, target: Target) -> str:
-    if target.family == "ultralytics" and b"RTDETRDecoder" in path.read_bytes():
-        return "rtdetr"
-    return "detect"
+def model_task(path: Path) -> str:
+    """The orchestrator's guess of a YAML's task (the runner decides from the parsed YAML)."""
+    return guess_task(path.read_text(encoding="utf-8", errors="replace"))
 
 
-def stock_models(target: Target) -> list:
+def task_stock_models(target: Target) -> list:
+    """The stock model of every task this release ships a YAML for (YOLO26 ones marked end2end)."""
     base = package_dir(target)
     parser = (target.root / target.parser_file).read_bytes()
     found = []
-    for name, candidates, scale in _STOCK[target.family]:
-        if name.startswith("rtdetr") and b"class RTDETRDetectionModel" not in parser:
+    for name, task, end2end, candidates, scale in _STOCK[target.family]:
+        if task == "rtdetr" and b"class RTDETRDetectionModel" not in parser:
             continue  # this release has no RT-DETR
         for candidate in candidates:
             rel = f"{base}/{candidate}" if base else candidate
             if (target.root / rel).is_file():
-                multi = rel.endswith("yolov8n.yaml") or target.family == "yolov5"
-                found.append({"name": name, "yaml": rel, "scale": None if multi else scale,
-                              "kind": "rtdetr" if name.startswith("rtdetr") else "detect"})
+                per_scale = target.family == "yolov5" or re.search(r"\d[nsmlx](-\w+)?$", Path(rel).stem) is not None
+                found.append(StockModel(name, rel, None if per_scale else scale, task, end2end))
                 break
     return found
+
+
+def stock_models(target: Target, tasks=()) -> list:
+    """The stock models the `stock` step compares with the pristine files: detection and RT-DETR, and the
+    (pre-YOLO26) stock model of every other task among `tasks`, the tasks of the models verified."""
+    wanted = set(_ALWAYS_COMPARED) | set(tasks)
+    return [m for m in task_stock_models(target) if m.task in wanted and not m.end2end]
 
 
 def _module_files(target: Target, state: State) -> list:
@@ -64,7 +87,7 @@ def _module_files(target: Target, state: State) -> list:
     for rel, record in sorted(state.files.items()):
         folder, _, name = rel.rpartition("/")
         if record.kind == "create" and folder == target.modules_dir and name.endswith(".py") \
-                and name != f"{SUPPORT_MODULE}.py":
+                and name not in (f"{SUPPORT_MODULE}.py", f"{FUSE_MODULE}.py"):
             dotted.append(f"{target.import_prefix}.{name[:-3]}")
     return dotted
 
@@ -99,8 +122,8 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
     resolved = _resolve(applied, recipe_dirs, selection.notes)
     for recipe in resolved.values():
         for module in recipe.modules:
-            selection.modules[module.name] = {"role": module.role, "channels": list(module.channels),
-                                              "strides": list(module.strides), "recipe": recipe.name}
+            selection.modules[module.name] = ModuleDeclaration(module.role, tuple(module.channels),
+                                                               tuple(module.strides), recipe.name)
     if state is not None:
         selection.new_module_files = _module_files(target, state)
     chosen = list(dict.fromkeys(recipe_names)) or ([] if yaml_files else applied)
@@ -110,16 +133,16 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
             selection.notes.append(f"recipe {name} wrote no model YAML for {target.family}")
         for rel in rels:
             path = target.root / rel
-            selection.yamls.append({"path": str(path), "kind": model_kind(path, target), "source": name})
+            selection.yamls.append(ModelYaml(str(path), name))
     selection.recipes = chosen
-    seen = {y["path"] for y in selection.yamls}
+    seen = {y.path for y in selection.yamls}
     for file in yaml_files:
         path = Path(file).resolve()
         if not path.is_file():
             raise UsageError(f"--yaml {file}: no such file")
         if str(path) not in seen:
             seen.add(str(path))
-            selection.yamls.append({"path": str(path), "kind": model_kind(path, target), "source": "--yaml"})
+            selection.yamls.append(ModelYaml(str(path), "--yaml"))
     if not selection.yamls:
         if state is None:
             raise RefusedError(f"nothing to verify: no recipe is applied to {target.describe()} (no "

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from .runner.causes import ENVIRONMENT, cause_record, same_failure
+
 
 def _row(item: dict, patched: dict, pristine: dict) -> dict:
-    name = item["name"]
+    name = item.name
     p, q = patched.get(name) or {}, pristine.get(name) or {}
-    row = {"name": name, "yaml": item["yaml"], "params": p.get("params"), "pristine_params": q.get("params"),
+    row = {"name": name, "yaml": item.yaml, "params": p.get("params"), "pristine_params": q.get("params"),
            "status": "failed", "message": ""}
-    if "error" in p or not p:
+    if "error" in p and "error" in q and same_failure(p["error"], q["error"]):
+        row["message"] = f"{name}: neither the patched checkout nor the pristine files can build it: {p['error']}"
+        row["environment"] = True
+    elif "error" in p or not p:
         row["message"] = f"{name}: the patched checkout cannot build it: {p.get('error', 'no result')}"
     elif "error" in q or not q:
         row["message"] = f"{name}: the pristine copy cannot build it either: {q.get('error', 'no result')}"
@@ -34,7 +39,14 @@ def compare(items: list, patched: dict, pristine: dict, pristine_problem: str = 
     if not rows:
         return {"status": "passed", "message": "no stock model YAML found in this release", "models": []}
     if failed:
-        return {"status": "failed", "message": "; ".join(r["message"] for r in failed), "models": rows}
+        message = "; ".join(r["message"] for r in failed)
+        check = {"status": "failed", "message": message, "models": rows}
+        if all(r.pop("environment", False) for r in list(failed)):
+            check["cause"] = cause_record(ENVIRONMENT, "the pristine files fail to build the stock models the same "
+                                                       "way", message)
+        for row in rows:
+            row.pop("environment", None)   # internal: not part of the report
+        return check
     names = ", ".join(r["name"] for r in rows)
     return {"status": "passed", "message": f"{names}: same parameters and bit-identical outputs as the pristine files",
             "models": rows}
