@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from .edits.loss_call import SITES, IouCall, LossCallEdit, edit_loss_file, import_destination
 from .errors import RefusedError
 from .recipes import LOSS_MODULE_FILE, Recipe
 from .targets import Target
@@ -39,8 +38,11 @@ def loss_sites(target: Target, exists: Callable[[str], bool], rtdetr: bool = Tru
     return sites
 
 
-def iou_call(recipe: Recipe, values: dict) -> IouCall:
-    """The call that replaces the stock one: the recipe's function with its options, in declared order."""
+def iou_call(recipe: Recipe, values: dict):
+    """The edits.loss_call.IouCall that replaces the stock call: the recipe's function with its options, in
+    declared order."""
+    from .edits.loss_call import IouCall   # libcst: only where files are edited (verify reads loss_sites only)
+
     chosen = tuple((o.name, values.get(o.name, o.default)) for o in recipe.options)
     needs_size = recipe.loss.function == "mpdiou" or dict(chosen).get("base") == "mpdiou"
     return IouCall(recipe.loss.function, chosen, image_size=needs_size)
@@ -48,6 +50,8 @@ def iou_call(recipe: Recipe, values: dict) -> IouCall:
 
 def loss_files(target: Target, recipe: Recipe, values: dict, pristine: Callable[[str], bytes]) -> dict[str, bytes]:
     """rel -> bytes: every loss file edited for `recipe`, and the IoU module where they import it from."""
+    from .edits.loss_call import SITES, LossCallEdit, edit_loss_file, import_destination
+
     def exists(rel: str) -> bool:
         try:
             pristine(rel)

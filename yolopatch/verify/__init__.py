@@ -87,7 +87,7 @@ def _base_spec(target, selection: Selection, steps: list, reasons: dict, one_sca
                 version=target.version, package=parser_module.split(".")[0], parser_module=parser_module,
                 package_prefix=prefix, import_hint=import_hint(target), ddp_note=worker_note(target), hyp_file=hyp,
                 steps=tuple(steps), reasons=dict(reasons), yamls=tuple(selection.yamls), modules=dict(selection.modules),
-                new_module_files=tuple(selection.new_module_files), task_stock=tuple(task_stock_models(target)),
+                new_module_files=tuple(selection.new_module_files), loss=dict(selection.loss), task_stock=tuple(task_stock_models(target)),
                 shadow_check=target.flavour != "yolov5-upstream", one_scale=one_scale, shard=tuple(shard))
 
 
@@ -123,6 +123,9 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
     selection = select(target, state, list(recipes), [Path(y) for y in yamls], tuple(Path(d) for d in recipe_dirs))
     interpreter = _python(python)
     steps, reasons = plan_steps(quick, export, state is not None, with_stock, fit)
+    if not selection.loss and "loss" in steps:
+        steps.remove("loss")
+        reasons["loss"] = "no IoU-loss recipe is applied"
     if fit:   # two trainer stages per YAML (first scale), each allowed its own time limit (runner/fit.py)
         timeout += FIT_SECONDS_PER_YAML * len(selection.yamls)
     notes = list(selection.notes)
@@ -216,6 +219,12 @@ def _assemble(target, interpreter, selection, steps, reasons, stock_items, outco
         elif pristine.checks["import"]["status"] != "passed":
             problem = pristine.checks["import"]["message"]
         checks["stock"] = stock.compare(stock_items, result.stock, pristine.stock if pristine else {}, problem)
+    if "loss" not in steps:
+        checks["loss"] = {"status": "not-run", "message": reasons.get("loss", "not requested")}
+    elif not imported:
+        checks["loss"] = {"status": "skipped", "message": "the checkout could not be imported"}
+    else:
+        checks["loss"] = result.checks.get("loss") or step_record(FAILED, "the runner did not report the loss step")
     for model in models:
         model["yaml"] = _relative(model["yaml"], target.root)
     return VerifyReport(target=info, steps=list(steps), checks=checks, models=models,
