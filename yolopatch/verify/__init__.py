@@ -34,9 +34,11 @@ EXPORT_FORMATS = ("onnx",)
 FIT_SECONDS_PER_YAML = 1800.0
 
 
-def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: bool = False, fit: bool = False) -> tuple:
+def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: bool = False, fit: bool = False,
+               loss: bool = False) -> tuple:
     """(steps to run, reason for each step left out); with_stock keeps the stock check in a quick run; fit adds
-    the trainer's epoch (`--fit`), with or without --quick."""
+    the trainer's epoch (`--fit`), with or without --quick; loss: an IoU-loss recipe is applied (its step runs
+    with or without --quick)."""
     reasons = {}
     quick_steps = QUICK_STEPS + (("stock",) if with_stock else ())
     steps = [s for s in STEPS if s in quick_steps] if quick else [s for s in STEPS if s not in ON_REQUEST]
@@ -54,6 +56,9 @@ def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: boo
     if not has_state and "stock" in steps:
         steps.remove("stock")
         reasons["stock"] = "no .yolopatch/ state: the pristine files are unknown (checkout patched by hand?)"
+    if not loss:
+        steps.remove("loss")
+        reasons["loss"] = "no IoU-loss recipe is applied"
     return steps, reasons
 
 
@@ -122,10 +127,7 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
     state = manifest.load(target.root)
     selection = select(target, state, list(recipes), [Path(y) for y in yamls], tuple(Path(d) for d in recipe_dirs))
     interpreter = _python(python)
-    steps, reasons = plan_steps(quick, export, state is not None, with_stock, fit)
-    if not selection.loss and "loss" in steps:
-        steps.remove("loss")
-        reasons["loss"] = "no IoU-loss recipe is applied"
+    steps, reasons = plan_steps(quick, export, state is not None, with_stock, fit, loss=bool(selection.loss))
     if fit:   # two trainer stages per YAML (first scale), each allowed its own time limit (runner/fit.py)
         timeout += FIT_SECONDS_PER_YAML * len(selection.yamls)
     notes = list(selection.notes)
