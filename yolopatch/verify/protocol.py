@@ -131,7 +131,7 @@ class Spec:
     task_stock: tuple = ()                           # StockModel: the stock model of each task, for causes
     modules: dict = field(default_factory=dict)      # class name -> ModuleDeclaration
     loss: dict = field(default_factory=dict)         # the applied IoU-loss recipe, for the `loss` step: recipe,
-    #                                                  function, options, module (dotted loss module), xywh
+    #   function, options, module (dotted detection loss module), xywh (its boxes' format), rtdetr_module ("": none)
     new_module_files: tuple = ()                     # dotted names of the module files the tool added
     shadow_check: bool = True
     one_scale: bool = False

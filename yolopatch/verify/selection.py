@@ -118,13 +118,14 @@ def _loss_spec(target: Target, state: State, recipe) -> dict:
     from .. import options as recipe_options
     from ..loss_plan import loss_sites
 
-    sites = loss_sites(target, lambda rel: (target.root / rel).is_file(), rtdetr=False)
-    if not sites:
+    sites = loss_sites(target, lambda rel: (target.root / rel).is_file(), rtdetr=recipe.loss.rtdetr)
+    if not sites or sites[0].key == "rtdetr":
         return {}
     remembered = {r["name"]: dict(r.get("options") or {}) for r in state.recipes}
     values = recipe_options.resolve([recipe], (), remembered).get(recipe.name, {})
+    dotted = {site.key: site.file[:-3].replace("/", ".") for site in sites}
     return {"recipe": recipe.name, "function": recipe.loss.function, "options": values,
-            "module": sites[0].file[:-3].replace("/", "."), "xywh": sites[0].xywh}
+            "module": dotted[sites[0].key], "xywh": sites[0].xywh, "rtdetr_module": dotted.get("rtdetr", "")}
 
 
 def select(target: Target, state: State | None, recipe_names: list, yaml_files: list,

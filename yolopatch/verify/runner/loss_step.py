@@ -113,6 +113,37 @@ def _degenerate_gradients(recorder: _Recorder, loss_spec: dict, kwargs: dict) ->
                           f"zero-width or far-apart boxes: values {value.flatten().tolist()}")
 
 
+def _rtdetr_term(loss_spec: dict) -> str:
+    """RT-DETR's GIoU term (DETRLoss._get_loss_bbox) on crafted normalised boxes: the same check as the
+    detection loss's box term, the image being 1 x 1 in the units of its boxes."""
+    module = importlib.import_module(loss_spec["rtdetr_module"])
+    iou_module = getattr(module, "yolopatch_iou", None)
+    if iou_module is None:
+        raise StepFailure(f"{loss_spec['rtdetr_module']} does not import yolopatch_iou (RT-DETR's GIoU term is "
+                          "not edited as the recipe says)")
+    generator = torch.Generator().manual_seed(3)
+    centres = torch.rand(12, 2, generator=generator) * 0.6 + 0.2
+    sizes = torch.rand(12, 2, generator=generator) * 0.3 + 0.05
+    gt = torch.cat([centres, sizes], 1)
+    pred = (gt + torch.randn(12, 4, generator=generator) * 0.05).clamp(min=0.01).requires_grad_(True)
+    with _Recorder(iou_module, loss_spec["function"]) as recorder:
+        terms = module.DETRLoss(nc=2)._get_loss_bbox(pred, gt)
+    name = next((k for k in terms if "giou" in k), None)
+    if name is None or len(recorder.calls) != 1:
+        raise StepFailure(f"RT-DETR's GIoU term does not go through yolopatch_iou.{loss_spec['function']}")
+    terms[name].backward()
+    call = recorder.calls[0]
+    if loss_spec["function"] == "mpdiou" or loss_spec["options"].get("base") == "mpdiou":
+        _check_image_size(call, {(1.0, 1.0)})
+    weights = -call["probe"].grad.double().reshape(-1)
+    expected = float((weights * (1 - _expected(call, {**loss_spec, "xywh": True}, module.bbox_iou,
+                                                    loss_spec["options"]))).sum())
+    if not math.isclose(float(terms[name]), expected, rel_tol=TOLERANCE, abs_tol=1e-6):
+        raise StepFailure(f"RT-DETR's {name} is {float(terms[name]):.6g}, but {loss_spec['recipe']}'s formula on "
+                          f"the same boxes gives {expected:.6g}")
+    return f"; RT-DETR's {name} {float(terms[name]):.6g} = the formula too"
+
+
 def loss_step(adapter, spec) -> str:
     loss_spec = spec.loss
     loss_module = importlib.import_module(loss_spec["module"])
@@ -157,5 +188,6 @@ def loss_step(adapter, spec) -> str:
     _degenerate_gradients(recorder, loss_spec, recorder.calls[0]["kwargs"])
     same = " (with these options the formula equals CIoU here)" if math.isclose(expected, ciou, rel_tol=TOLERANCE) \
         else f", CIoU would give {ciou / imgs.shape[0]:.6g}"
+    rtdetr = _rtdetr_term(loss_spec) if loss_spec.get("rtdetr_module") else ""
     return (f"{name}: box loss {reported / imgs.shape[0]:.6g} = {loss_spec['recipe']}'s formula on {pairs} box pairs"
-            f"{same}; finite gradients, also on degenerate boxes")
+            f"{same}; finite gradients, also on degenerate boxes{rtdetr}")
