@@ -77,6 +77,12 @@ def _check_image_size(call: dict, allowed: set) -> None:
                           f"(width, height: {sorted(allowed)})")
 
 
+def _check_order(call: dict, where: str = "the edited call") -> None:
+    """The prediction (which has a gradient) first, the target second: the asymmetric forms depend on it."""
+    if not call["box1"].requires_grad or call["box2"].requires_grad:
+        raise StepFailure(f"{where} does not pass the predicted boxes first and the targets second")
+
+
 def _expected(call: dict, loss_spec: dict, target_bbox_iou, options: dict):
     boxes = ref.Boxes(call["box1"], call["box2"], loss_spec["xywh"])
     function = ref.FUNCTIONS[loss_spec["function"]]
@@ -133,6 +139,7 @@ def _rtdetr_term(loss_spec: dict) -> str:
         raise StepFailure(f"RT-DETR's GIoU term does not go through yolopatch_iou.{loss_spec['function']}")
     terms[name].backward()
     call = recorder.calls[0]
+    _check_order(call, "the edited call of RT-DETR's GIoU term")
     if loss_spec["function"] == "mpdiou" or loss_spec["options"].get("base") == "mpdiou":
         _check_image_size(call, {(1.0, 1.0)})
     weights = -call["probe"].grad.double().reshape(-1)
@@ -171,8 +178,7 @@ def loss_step(adapter, spec) -> str:
     expected = ciou = 0.0
     pairs = 0
     for call in recorder.calls:
-        if not call["box1"].requires_grad or call["box2"].requires_grad:
-            raise StepFailure("the edited call does not pass the predicted boxes first and the targets second")
+        _check_order(call)
         if loss_spec["function"] == "mpdiou" or loss_spec["options"].get("base") == "mpdiou":
             _check_image_size(call, allowed)
         weights = -call["probe"].grad.double().reshape(-1)
