@@ -225,3 +225,23 @@ def test_resolve_rejects_a_name_two_recipes_declare(tmp_path):
     assert recipe_options.resolve(recipes, ("b.k=3",)) == {"a": {"k": 1}, "b": {"k": 3}}
     with pytest.raises(RefusedError, match="a's option k = 'x' \\(as recorded\\) must be an integer"):
         recipe_options.resolve(recipes, (), {"a": {"k": "x"}})
+
+
+def test_loss_sites_per_layout(tmp_path):
+    from yolopatch.loss_plan import loss_sites
+    from yolopatch.targets import Target
+
+    def target(family, modules_dir):
+        return Target(root=tmp_path, flavour=family, family=family, version="x", parser_file="", cfg_dir="",
+                      modules_dir=modules_dir, import_prefix="", yaml_dialect="")
+
+    present = {"yolov5/utils/loss.py", "utils/loss.py", "ultralytics/yolo/utils/loss.py",
+               "ultralytics/models/utils/loss.py"}
+    exists = present.__contains__
+    assert [(s.key, s.file, s.xywh) for s in loss_sites(target("yolov5", "yolov5/models"), exists)] == \
+        [("yolov5", "yolov5/utils/loss.py", True)]
+    assert [s.file for s in loss_sites(target("yolov5", "models"), exists)] == ["utils/loss.py"]
+    # 8.0.x keeps the losses under ultralytics/yolo/; RT-DETR's only when asked for
+    assert [(s.key, s.file, s.xywh) for s in loss_sites(target("ultralytics", "ultralytics/nn"), exists)] == \
+        [("ultralytics", "ultralytics/yolo/utils/loss.py", False), ("rtdetr", "ultralytics/models/utils/loss.py", True)]
+    assert [s.key for s in loss_sites(target("ultralytics", "ultralytics/nn"), exists, rtdetr=False)] == ["ultralytics"]
