@@ -259,10 +259,12 @@ def check_exclusive(applied: list[Recipe], requested: list[Recipe]) -> None:
             continue
         holder = holders.setdefault(recipe.group, recipe.name)
         if holder != recipe.name:
-            where = "is applied" if holder in {r.name for r in applied} else "is requested too"
+            if holder in {r.name for r in applied}:
+                where, then = "is applied", f"revert {holder} first"
+            else:
+                where, then = "is requested too", "apply one of them"
             raise RefusedError(f"recipe {recipe.name} cannot join {holder}, which {where}: both are "
-                               f"{recipe.group} recipes and at most one is applied (revert {holder} first); "
-                               "nothing was written")
+                               f"{recipe.group} recipes and at most one is applied ({then}); nothing was written")
 
 
 def check_supported(recipes: list[Recipe], family: str) -> None:
