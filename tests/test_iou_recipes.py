@@ -128,6 +128,7 @@ def test_options_are_remembered_pinned_and_reapplied_from_the_lock(cli, tmp_path
     # another option later: the earlier one is kept
     assert cli("apply", "wiou", "--option", "delta=4", "--repo", root)[0] == 0
     assert state(root)["recipes"][0]["options"] == {"alpha": 2.5, "delta": 4.0, "half_life": 500}
+    assert "applied: wiou (alpha=2.5, delta=4.0, half_life=500)" in cli("status", "--repo", root)[1]
     assert cli("lock", "--no-figures", "--repo", root)[0] == 0
     lock = (root / "yolopatch.lock").read_text()
     assert re.search(r'name = "wiou"\n.*\n.*\noptions = \{alpha = 2\.5, delta = 4\.0, half_life = 500\}', lock)

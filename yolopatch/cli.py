@@ -255,10 +255,15 @@ def status(repo: Path, as_json: bool) -> None:
         click.echo(f"state:   an earlier run{run} was interrupted; `yolopatch revert` rolls it back and restores "
                    "the pristine files")
         return
-    names = [r["name"] for r in report["recipes"]]
+    names = [r["name"] + _options_text(r.get("options")) for r in report["recipes"]]
     click.echo(f"applied: {', '.join(names) if names else 'nothing'}")
     for rel, info in report["files"].items():
         click.echo(f"  {info['state']:<6} {info['kind']:<6} {rel}")
+
+
+def _options_text(options: dict | None) -> str:
+    """` (theta=3.0)`: the options a recipe is applied with, for `status`."""
+    return f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
 
 
 @cli.command()
