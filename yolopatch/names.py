@@ -3,7 +3,8 @@
 parse_model looks names up in the parser file's globals (`eval(m)` in YOLOv5, `globals()[m]` in
 ultralytics): what the file imports, defines or assigns at top level, and every public name of a module it
 star-imports (YOLOv5's `from models.common import *`). A new module with one of these names would replace
-the target's own (`Conv`, `C2f`) in every YAML, so it is refused. A name that exists elsewhere in the
+the target's own (`Conv`, `C2f`) in every YAML, so it is refused — unless the name only arrives through a
+star import and parse_model never names it (see plan._shadowable). A name that exists elsewhere in the
 package but is not among these (ultralytics' CBAM in conv.py) is free.
 """
 
@@ -91,3 +92,15 @@ def resolvable(parser_source: bytes, parser_file: str, read: Callable[[str], byt
     checkout root, which is where the targets' absolute imports start; `read(rel)` gives a file's bytes
     (None when absent)."""
     return bound_names(parser_source, parser_file, read)
+
+
+def names_in_parse_model(parser_source: bytes) -> set[str]:
+    """Every bare name parse_model's body mentions: the names it routes (`if m in {Conv, C2f, ...}`)."""
+    try:
+        tree = ast.parse(parser_source)
+    except (SyntaxError, ValueError):
+        return set()
+    for node in _top_level(tree.body):
+        if isinstance(node, ast.FunctionDef) and node.name == "parse_model":
+            return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+    return set()

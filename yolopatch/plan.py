@@ -13,7 +13,7 @@ from . import roles
 from .engine import PlannedFile
 from .edits.parser_file import FUSE_MODULE, SUPPORT_MODULE, ParserPatch, apply_patch
 from .errors import RefusedError
-from .names import resolvable
+from .names import names_in_parse_model, resolvable
 from .recipes import LOSS_MODULE_FILE, Recipe, check_exclusive, check_supported
 from .render import render_yaml
 from .resources import runtime_dir
@@ -60,11 +60,19 @@ def _refuse_taken_names(recipes: list[Recipe], target: Target, parser_source: by
             return None
 
     taken = resolvable(parser_source, target.parser_file, read)
+    routed = names_in_parse_model(parser_source)
     for recipe in recipes:
         for module in recipe.modules:
-            if module.name in taken:
+            if module.name in taken and not _shadowable(module.name, taken[module.name], routed):
                 raise RefusedError(f"recipe {recipe.name}: {module.name} is already a name parse_model resolves in "
                                    f"{target.parser_file} ({taken[module.name]}); rename the class")
+
+
+def _shadowable(name: str, origin: str, routed: set[str]) -> bool:
+    """A star-imported name parse_model never names (ultralytics 8.0's CBAM, from its one modules.py) is
+    bound in the parser file only by the star import; the recipe's import, placed after it, takes the name
+    there and leaves the target's class untouched in its own module."""
+    return origin.startswith("star-imported") and name not in routed
 
 
 def _has_rtdetr(parser_source: bytes) -> bool:
