@@ -54,20 +54,29 @@ def patched(request, tmp_path_factory):
     return root, flavour, pristine, names
 
 
-def test_every_recipe_verifies(patched, request):
-    """verify's whole ladder (but export) at each YAML's first scale on the newest ultralytics and the yolov5
-    package; the quick ladder (import, names, build, shapes, figures) on the others. The yolov5 7.0 package
-    cannot reload its own checkpoints in this environment (torch >= 2.6, a newer huggingface_hub; verify
-    exits 5 there, see test_verify_real.py): its ladder runs in the user's fixed environment."""
+def _verify(request, root, flavour, quick: bool, yamls=()):
+    """The yolov5 7.0 package cannot reload its own checkpoints in this environment (torch >= 2.6, a newer
+    huggingface_hub; verify exits 5 there, see test_verify_real.py): its whole ladder runs in the user's fixed
+    environment."""
     from yolopatch.verify import run_verify
 
-    root, flavour, _, names = patched
-    quick = "8.2." in release_label(root) or flavour == "yolov5-upstream"
     python = str(request.getfixturevalue("user_fixes")) if flavour == "yolov5-pypi" and not quick else None
-    report = run_verify(root, quick=quick, one_scale=True, python=python)
+    report = run_verify(root, yamls=yamls, quick=quick, one_scale=True, python=python)
     assert report.passed, "\n".join(f"{f['model']} {f['step']}: {f['message']}" for f in report.to_dict()["failures"])
-    verified = {m["source"] for m in report.models}
-    assert verified == set(names)
+    return report
+
+
+def _whole_ladder_here(root, flavour) -> bool:
+    return "8.2." not in release_label(root) and flavour != "yolov5-upstream"
+
+
+def test_every_recipe_verifies(patched, request):
+    """The quick ladder (import, names, build, shapes, figures) on every YAML the recipes wrote, at its first
+    scale; on the newest ultralytics and the yolov5 package also the whole ladder (but export) on each
+    recipe's first YAML. tests/real/test_real_targets.py -m sweep runs the whole ladder on every YAML."""
+    root, flavour, _, names = patched
+    report = _verify(request, root, flavour, quick=True)
+    assert {m["source"] for m in report.models} == set(names)
     # `yolopatch show` prints recipes/*/figures.toml: on the releases it was measured on, it must match
     recorded = recorded_figures()
     label = release_label(root)
@@ -75,6 +84,21 @@ def test_every_recipe_verifies(patched, request):
         figure = recorded.get(Path(model["yaml"]).name)
         if figure and figure["target"] == label:
             assert model["params"] == figure["params"], f"{model['yaml']}: figures.toml is stale"
+    if _whole_ladder_here(root, flavour):
+        first = {}
+        for model in sorted(report.models, key=lambda m: m["yaml"]):
+            first.setdefault(model["source"], model["yaml"])
+        whole = _verify(request, root, flavour, quick=False, yamls=[root / y for y in first.values()])
+        assert {m["source"] for m in whole.models} == set(names)
+
+
+@pytest.mark.sweep
+def test_every_yaml_through_the_whole_ladder(patched, request):
+    """On demand: the whole ladder (but export) on every YAML where the environment allows it (the quick
+    ladder on the others, as in the default run)."""
+    root, flavour, _, names = patched
+    report = _verify(request, root, flavour, quick=not _whole_ladder_here(root, flavour))
+    assert {m["source"] for m in report.models} == set(names)
 
 
 def recorded_figures() -> dict:

@@ -126,3 +126,65 @@ def test_recipe_toml():
         assert y["vars"] == {"backbone": "TimmBackbone", "args": ["resnet18", False, [1, 2, 3, 4]]}
         model = T.TimmBackbone(3, *y["vars"]["args"])
         assert model.feature_strides == (4, 8, 16, 32)
+
+
+def _runtime_fold():
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "yolopatch" / "runtime" / "yolopatch_fuse.py"
+    spec = importlib.util.spec_from_file_location("yolopatch_fuse_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _random_statistics(model):
+    generator = torch.Generator().manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_patched_fuse_folds_every_batchnorm_and_keeps_the_outputs(name):
+    runtime = _runtime_fold()
+    m = T.TimmBackbone(3, name).eval()
+    _random_statistics(m)
+    x = torch.rand(2, 3, 96, 96)
+    with torch.no_grad():
+        expected = m(x)
+    norms = sum(isinstance(k, nn.BatchNorm2d) for k in m.modules())
+    assert runtime.fold_batchnorms(m, (T.TimmBackbone,)) == norms > 0
+    assert not any(isinstance(k, nn.BatchNorm2d) for k in m.modules())
+    with torch.no_grad():
+        for got, want in zip(m(x), expected):
+            torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+class _SharedConvOutput(nn.Module):
+    """A conv whose output feeds its BatchNorm and a residual sum: folding would change the sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return [self.bn(y) + y]
+
+
+def test_a_conv_output_used_elsewhere_is_left_unfolded():
+    runtime = _runtime_fold()
+    m = T.TimmBackbone(3, "resnet18").eval()
+    m.model = _SharedConvOutput().eval()
+    _random_statistics(m)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        expected = m(x)[0]
+        assert runtime.fold_batchnorms(m, (T.TimmBackbone,)) == 0
+        torch.testing.assert_close(m(x)[0], expected)
+    assert isinstance(m.model.bn, nn.BatchNorm2d) and m.model.conv.bias is None

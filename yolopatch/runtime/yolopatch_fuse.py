@@ -10,7 +10,9 @@ structures those modules keep their pairs in:
               `forward_fuse(x)` (the YOLO Conv protocol): `conv` becomes the folded conv, `bn` is removed
               and `forward` becomes `forward_fuse`;
   a sequence  an nn.Sequential in which an nn.Conv2d is immediately followed by its nn.BatchNorm2d: the
-              conv becomes the folded conv and the BatchNorm an nn.Identity (later indices keep their place).
+              conv becomes the folded conv and the BatchNorm an nn.Identity (later indices keep their place);
+  its own     an added module with a method `fuse_batchnorms(fold_conv_bn)` folds its pairs itself (a wrapper
+              of another library's layers, such as TimmBackbone) and returns how many it folded.
 
 Only modules inside instances of the given classes are touched, so stock models fuse exactly as before.
 A BatchNorm in any other position (before a conv, after an addition, without running statistics) is left
@@ -85,4 +87,8 @@ def fold_batchnorms(model, classes):
     classes = tuple(classes)
     if not classes:
         return 0
-    return sum(fold_within(m) for m in list(model.modules()) if isinstance(m, classes))
+    folded = 0
+    for module in [m for m in model.modules() if isinstance(m, classes)]:
+        own = getattr(module, "fuse_batchnorms", None)
+        folded += own(fold_conv_bn) if callable(own) else fold_within(module)
+    return folded
