@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import manifest, recipes as recipe_store, runlock, targets
+from . import manifest, options as recipe_options, recipes as recipe_store, runlock, targets
 from .diffs import summary, unified_diff
 from .engine import (Change, Transition, commit, conflict_message, edited_files, plan_file, plan_transition,
                      pristine_bytes)
@@ -34,8 +34,19 @@ class Result:
         return unified_diff(self.changes)
 
 
-def _recipe_records(recipes: list[Recipe]) -> list[dict]:
-    return [{"name": r.name, "version": r.version, "hash": r.content_hash()} for r in sorted(recipes, key=lambda r: r.name)]
+def _recipe_records(recipes: list[Recipe], values: dict[str, dict]) -> list[dict]:
+    """What state.json keeps of each applied recipe; `options` only for recipes that declare some."""
+    records = []
+    for r in sorted(recipes, key=lambda r: r.name):
+        record = {"name": r.name, "version": r.version, "hash": r.content_hash()}
+        if r.name in values:
+            record["options"] = dict(values[r.name])
+        records.append(record)
+    return records
+
+
+def _remembered_options(state) -> dict[str, dict]:
+    return {r["name"]: dict(r.get("options") or {}) for r in (state.recipes if state else [])}
 
 
 def _refuse_if_interrupted(root: Path) -> None:
@@ -45,13 +56,17 @@ def _refuse_if_interrupted(root: Path) -> None:
                            "run `yolopatch revert` to roll it back and restore the pristine files first")
 
 
-def _transition_to(target, old, wanted: list[Recipe], force: bool, verb: str) -> Transition:
+def _transition_to(target, old, wanted: list[Recipe], force: bool, verb: str,
+                   values: dict[str, dict] | None = None) -> Transition:
+    """`values`: the options of the wanted recipes (default: those remembered in the state, else defaults)."""
     if not wanted:  # back to pristine: saved bytes only, no source edits to load
         return plan_transition(target, old, [], [], force, verb)
     from . import plan  # the source edits (libcst) load only when something is planned
 
-    planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel))
-    return plan_transition(target, old, planned, _recipe_records(wanted), force, verb)
+    if values is None:
+        values = recipe_options.resolve(wanted, (), _remembered_options(old))
+    planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel), values)
+    return plan_transition(target, old, planned, _recipe_records(wanted, values), force, verb)
 
 
 def _pristine_or_missing(target, old, rel: str) -> bytes:
@@ -62,8 +77,9 @@ def _pristine_or_missing(target, old, rel: str) -> bytes:
 
 
 def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False,
-          recipe_dirs: tuple[Path, ...] = ()) -> Result:
-    """mode: "write" | "dry-run" | "diff" | "check"."""
+          recipe_dirs: tuple[Path, ...] = (), options: tuple[str, ...] = ()) -> Result:
+    """mode: "write" | "dry-run" | "diff" | "check"; options: `NAME=VALUE` or `RECIPE.NAME=VALUE` for the
+    recipes named (the others keep the values they were applied with)."""
     if not names:
         raise UsageError("name at least one recipe (see `yolopatch list`)")
     target = targets.detect(repo)
@@ -74,8 +90,13 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
         _refuse_if_interrupted(target.root)
         old = manifest.load(target.root)
         already = recipe_store.resolve(old.recipe_names, recipe_dirs) if old else []
+        recipe_store.check_exclusive(already, requested)
         wanted = {r.name: r for r in already + requested}
-        transition = _transition_to(target, old, list(wanted.values()), force, "apply")
+        remembered = _remembered_options(old)
+        named = {r.name for r in requested}
+        values = recipe_options.resolve([r for r in already if r.name not in named], (), remembered)
+        values.update(recipe_options.resolve(requested, tuple(options), remembered))
+        transition = _transition_to(target, old, list(wanted.values()), force, "apply", values)
         names_text = ", ".join(sorted(r.name for r in requested))
         return _finish(transition, target, names_text, mode, f"apply {names_text}")
 
@@ -121,7 +142,9 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
         if old and sorted(old.recipe_names) != sorted(r.name for r in locked):
             raise RefusedError(f"the checkout has {', '.join(old.recipe_names)} applied, the lock pins "
                                f"{', '.join(r.name for r in locked)}; revert first")
-        transition = _transition_to(target, old, locked, False, "apply")
+        recipe_store.check_exclusive([], locked)
+        values = recipe_options.resolve(locked, (), {r["name"]: dict(r.get("options") or {}) for r in lock.recipes})
+        transition = _transition_to(target, old, locked, False, "apply", values)
         written = transition.new.files if transition.new else {}
         for rel in sorted(set(written) | set(lock.files)):
             got, pinned = (written[rel].sha256 if rel in written else None), lock.files.get(rel)
@@ -151,7 +174,7 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
             tool=__version__,
             target={"flavour": target.flavour, "version": target.version,
                     "git_commit": lockfile.git_commit(target.root)},
-            recipes=[{**r, "options": {}} for r in state.recipes],
+            recipes=[{"options": {}, **r} for r in state.recipes],
             files={rel: rec.sha256 for rel, rec in state.files.items()},
             models=models or [],
         )
@@ -233,6 +256,17 @@ def list_recipes(recipe_dirs: tuple[Path, ...] = (), repo: Path | None = None) -
 def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = (), repo: Path | None = None) -> Recipe:
     dirs = recipe_store.with_local(recipe_dirs, repo) if repo is not None else recipe_dirs
     return recipe_store.resolve([name], dirs)[0]
+
+
+def applied_options(repo: Path, name: str) -> dict | None:
+    """The option values `name` is applied with in the checkout at `repo`; None when it is not applied there
+    (or `repo` is not a checkout)."""
+    try:
+        state = manifest.load(targets.detect(repo).root)
+    except RefusedError:
+        return None
+    record = next((r for r in (state.recipes if state else []) if r["name"] == name), None)
+    return dict(record.get("options") or {}) if record else None
 
 
 def add(repo: Path, file: Path, name: str | None = None, role_options: tuple[str, ...] = (), mode: str = "write",

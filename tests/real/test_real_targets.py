@@ -30,7 +30,7 @@ def yolopatch(*args) -> subprocess.CompletedProcess:
 
 def shipped_recipes(family: str) -> list[str]:
     listing = json.loads(yolopatch("list", "--json").stdout)
-    return [r["name"] for r in listing if family in r["targets"]]
+    return [r["name"] for r in listing if family in r["targets"] and r["modules"]]  # IoU-loss recipes: iou_sweep.py
 
 
 def build_all(root: Path, flavour: str, yamls: list[str]) -> list[dict]:
