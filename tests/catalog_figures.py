@@ -25,7 +25,7 @@ def measure(project: str, version: str, flavour: str) -> dict[str, dict]:
         listing = json.loads(subprocess.run([sys.executable, "-m", "yolopatch", "list", "--json"],
                                             capture_output=True, text=True, check=True).stdout)
         family = "ultralytics" if project == "ultralytics" else "yolov5"
-        names = [r["name"] for r in listing if family in r["targets"]]
+        names = [r["name"] for r in listing if family in r["targets"] and r["modules"]]  # IoU-loss recipes: iou_sweep.py
         subprocess.run([sys.executable, "-m", "yolopatch", "apply", *names, "--repo", str(root)], check=True,
                        capture_output=True)
         state = json.loads((root / ".yolopatch" / "state.json").read_text())

@@ -67,7 +67,7 @@ def run_release(spec: str, full_ladder: bool) -> dict:
         root = upstream.fresh_copy(checkout(spec), Path(tmp) / "repo")
         family = json.loads(yolopatch("status", "--repo", root, "--json").stdout)["target"]["family"]
         names = [r["name"] for r in json.loads(yolopatch("list", "--json").stdout)
-                 if family in r["targets"] and (r["modules"] or r["yamls"])]  # p2 writes YAMLs with --base only
+                 if family in r["targets"] and r["modules"]]  # the IoU-loss recipes: tests/iou_sweep.py
         before = tree_snapshot(root)
         target = targets.detect(root)
         pristine_parser = (root / target.parser_file).read_bytes()

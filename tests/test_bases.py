@@ -260,7 +260,7 @@ def test_p2_writes_only_derived_yamls_and_leaves_the_parser_file(run, target):
 
 
 @pytest.mark.parametrize("derive_table, message", [
-    ("", "declares no [[modules]] (a recipe that only derives YAMLs declares a [derive] table)"),
+    ("", "declares no [[modules]] and no [loss] edit (a recipe that only derives YAMLs declares a [derive] table)"),
     ('[derive]\nreason = "not yet"\n', "declares no [[modules]] and derives nothing"),
 ])
 def test_a_recipe_without_modules_must_derive_something(tmp_path, derive_table, message):

@@ -136,6 +136,13 @@ def test_plan_steps(quick, export, has_state):
         assert steps[:4] == ["import", "names", "build", "shapes"]
     if not has_state:
         assert "pristine files are unknown" in reasons["stock"]
+    assert "loss" not in steps and reasons["loss"] == "no IoU-loss recipe is applied"
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_plan_steps_with_an_iou_recipe(quick):
+    steps, _ = plan_steps(quick, None, True, loss=True)
+    assert steps[steps.index("loss") - 1] == ("shapes" if quick else "stock")
 
 
 @pytest.fixture

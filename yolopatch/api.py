@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import manifest, recipes as recipe_store, runlock, targets
+from . import manifest, options as recipe_options, recipes as recipe_store, runlock, targets
 from .diffs import summary, unified_diff
 from .engine import (Change, Transition, commit, conflict_message, edited_files, plan_file, plan_transition,
                      pristine_bytes)
@@ -34,8 +34,19 @@ class Result:
         return unified_diff(self.changes)
 
 
-def _recipe_records(recipes: list[Recipe]) -> list[dict]:
-    return [{"name": r.name, "version": r.version, "hash": r.content_hash()} for r in sorted(recipes, key=lambda r: r.name)]
+def _recipe_records(recipes: list[Recipe], values: dict[str, dict]) -> list[dict]:
+    """What state.json keeps of each applied recipe; `options` only for recipes that declare some."""
+    records = []
+    for r in sorted(recipes, key=lambda r: r.name):
+        record = {"name": r.name, "version": r.version, "hash": r.content_hash()}
+        if r.name in values:
+            record["options"] = dict(values[r.name])
+        records.append(record)
+    return records
+
+
+def _remembered_options(state) -> dict[str, dict]:
+    return {r["name"]: dict(r.get("options") or {}) for r in (state.recipes if state else [])}
 
 
 def _refuse_if_interrupted(root: Path) -> None:
@@ -45,25 +56,30 @@ def _refuse_if_interrupted(root: Path) -> None:
                            "run `yolopatch revert` to roll it back and restore the pristine files first")
 
 
-def _transition_to(target, old, wanted: list[Recipe], force: bool, verb: str, bases=()) -> Transition:
-    return _plan(target, old, wanted, force, verb, bases)[0]
+def _transition_to(target, old, wanted: list[Recipe], force: bool, verb: str,
+                   values: dict[str, dict] | None = None, bases=()) -> Transition:
+    """`values`: the options of the wanted recipes (default: those remembered in the state, else defaults);
+    `bases`: the stock configs to derive YAMLs from (yolopatch.bases)."""
+    return _plan(target, old, wanted, force, verb, values, bases)[0]
 
 
-def _plan(target, old, wanted: list[Recipe], force: bool, verb: str, bases=(), strict=()):
+def _plan(target, old, wanted: list[Recipe], force: bool, verb: str, values=None, bases=(), strict=()):
     """The transition to `wanted`, with YAMLs derived from the stock configs `bases` names (yolopatch.bases);
     also returns what the derivation wrote and skipped (None without bases)."""
     if not wanted:  # back to pristine: saved bytes only, no source edits to load
         return plan_transition(target, old, [], [], force, verb), None
     from . import plan  # the source edits (libcst) load only when something is planned
 
+    if values is None:
+        values = recipe_options.resolve(wanted, (), _remembered_options(old))
     derived = None
     if bases:
         from .bases import derived_yamls
 
         derived = derived_yamls(target, old, wanted, list(bases), tuple(strict))
-    planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel),
+    planned = plan.build(target, wanted, lambda rel: _pristine_or_missing(target, old, rel), values,
                          derived.files if derived else None)
-    return plan_transition(target, old, planned, _recipe_records(wanted), force, verb, bases), derived
+    return plan_transition(target, old, planned, _recipe_records(wanted, values), force, verb, bases), derived
 
 
 def _pristine_or_missing(target, old, rel: str) -> bytes:
@@ -74,9 +90,10 @@ def _pristine_or_missing(target, old, rel: str) -> bytes:
 
 
 def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False,
-          recipe_dirs: tuple[Path, ...] = (), bases: list[str] = ()) -> Result:
-    """mode: "write" | "dry-run" | "diff" | "check". bases: stock configs to derive YAMLs from (`all`: every
-    one), remembered in the state record with those of earlier runs."""
+          recipe_dirs: tuple[Path, ...] = (), options: tuple[str, ...] = (), bases: list[str] = ()) -> Result:
+    """mode: "write" | "dry-run" | "diff" | "check"; options: `NAME=VALUE` or `RECIPE.NAME=VALUE` for the
+    recipes named (the others keep the values they were applied with); bases: stock configs to derive YAMLs
+    from (`all`: every one), remembered in the state record with those of earlier runs."""
     if not names and not bases:
         raise UsageError("name at least one recipe (see `yolopatch list`)")
     target = targets.detect(repo)
@@ -89,13 +106,18 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
         if not requested and old is None:
             raise UsageError("nothing is applied here: name the recipes to derive YAMLs for")
         already = recipe_store.resolve(old.recipe_names, recipe_dirs) if old else []
+        recipe_store.check_exclusive(already, requested)
         wanted = {r.name: r for r in already + requested}
+        remembered = _remembered_options(old)
+        named = {r.name for r in requested}
+        values = recipe_options.resolve([r for r in already if r.name not in named], (), remembered)
+        values.update(recipe_options.resolve(requested, tuple(options), remembered))
         from .bases import merge_names
 
         chosen = merge_names(old.bases if old else [], list(bases))
         derive_only = [] if chosen else _derive_only(requested, target.family)
         strict = [r.name for r in requested or already] if bases else []
-        transition, derived = _plan(target, old, list(wanted.values()), force, "apply", chosen, strict)
+        transition, derived = _plan(target, old, list(wanted.values()), force, "apply", values, chosen, strict)
         names_text = ", ".join(sorted(r.name for r in requested or already))
         result = _finish(transition, target, names_text, mode, f"apply {names_text}")
         if derived is not None:
@@ -109,7 +131,7 @@ def apply(repo: Path, names: list[str], mode: str = "write", force: bool = False
 def _derive_only(requested: list[Recipe], family: str) -> list[str]:
     """The requested recipes that write nothing of their own (p2: YAMLs derived from stock configs only);
     asking for nothing but those, without --base, is a usage error."""
-    found = [r.name for r in requested if not r.files and not r.yamls_for(family)]
+    found = [r.name for r in requested if not r.modules and r.loss is None and not r.yamls_for(family)]
     if found and len(found) == len(requested):
         raise UsageError(f"recipe {found[0]} only derives YAMLs from the checkout's stock configs: add "
                          "--base NAME (`yolopatch bases` lists them) or --base all")
@@ -168,7 +190,9 @@ def apply_locked(repo: Path, mode: str = "write", recipe_dirs: tuple[Path, ...] 
         if old and sorted(old.recipe_names) != sorted(r.name for r in locked):
             raise RefusedError(f"the checkout has {', '.join(old.recipe_names)} applied, the lock pins "
                                f"{', '.join(r.name for r in locked)}; revert first")
-        transition = _transition_to(target, old, locked, False, "apply", lock.bases)
+        recipe_store.check_exclusive([], locked)
+        values = recipe_options.resolve(locked, (), {r["name"]: dict(r.get("options") or {}) for r in lock.recipes})
+        transition = _transition_to(target, old, locked, False, "apply", values, lock.bases)
         written = transition.new.files if transition.new else {}
         for rel in sorted(set(written) | set(lock.files)):
             got, pinned = (written[rel].sha256 if rel in written else None), lock.files.get(rel)
@@ -198,7 +222,7 @@ def lock(repo: Path, models: list[dict] | None = None) -> Path:
             tool=__version__,
             target={"flavour": target.flavour, "version": target.version,
                     "git_commit": lockfile.git_commit(target.root)},
-            recipes=[{**r, "options": {}} for r in state.recipes],
+            recipes=[{"options": {}, **r} for r in state.recipes],
             files={rel: rec.sha256 for rel, rec in state.files.items()},
             models=models or [],
             bases=list(state.bases),
@@ -241,7 +265,7 @@ def _revert(target, names, force, recipe_dirs) -> Result:
         raise UsageError(f"{', '.join(unknown)} not applied here (applied: {', '.join(applied)})")
     keep = [n for n in applied if names and n not in names]
     wanted = recipe_store.resolve(keep, recipe_dirs) if keep else []
-    transition = _transition_to(target, old, wanted, force, "revert", old.bases)
+    transition = _transition_to(target, old, wanted, force, "revert", bases=old.bases)
     if transition.conflicts:
         raise RefusedError(conflict_message(transition.conflicts, "revert"))
     what = ", ".join(names) if names else ", ".join(applied)
@@ -293,6 +317,17 @@ def show_recipe(name: str, recipe_dirs: tuple[Path, ...] = (), repo: Path | None
     return recipe_store.resolve([name], dirs)[0]
 
 
+def applied_options(repo: Path, name: str) -> dict | None:
+    """The option values `name` is applied with in the checkout at `repo`; None when it is not applied there
+    (or `repo` is not a checkout)."""
+    try:
+        state = manifest.load(targets.detect(repo).root)
+    except RefusedError:
+        return None
+    record = next((r for r in (state.recipes if state else []) if r["name"] == name), None)
+    return dict(record.get("options") or {}) if record else None
+
+
 def add(repo: Path, file: Path, name: str | None = None, role_options: tuple[str, ...] = (), mode: str = "write",
         python: str | None = None, recipe_dirs: tuple[Path, ...] = ()) -> Result:
     """Make a tutorial's module file a local recipe of the checkout and apply it (see yolopatch/add/)."""
@@ -311,7 +346,8 @@ def add(repo: Path, file: Path, name: str | None = None, role_options: tuple[str
                                       Path(scratch))
             dirs = recipe_store.with_local(extra, target.root)
             already = [r for r in (recipe_store.resolve(old.recipe_names, dirs) if old else []) if r.name != recipe.name]
-            transition = _transition_to(target, old, [*already, recipe], False, "apply", old.bases if old else ())
+            transition = _transition_to(target, old, [*already, recipe], False, "apply",
+                                        bases=old.bases if old else ())
             result = _finish(transition, target, recipe.name, mode, f"add {recipe.name}")
     if result.message.endswith("nothing to do"):
         return Result(f"{recipe.name}: {file.name} is already added to {target.describe()} as it is; nothing to do")

@@ -240,7 +240,9 @@ def _require_one(base: Base, chosen: list) -> None:
 
 # -- the listing --------------------------------------------------------------------------------------------
 def report(target: Target, state, recipes: list) -> dict:
-    """What `yolopatch bases --json` prints."""
+    """What `yolopatch bases --json` prints. Recipes that change no model structure (a box-loss edit) are
+    left out: they apply to every model as it is."""
+    recipes = [r for r in recipes if r.modules or r.derive.kind != "none" or r.loss is None]
     rows = []
     for base in discover(target, state):
         entry = {"name": base.name, "path": base.path, "family": base.family, "task": base.task,

@@ -14,7 +14,10 @@ END = "<!-- recipes:end -->"
 def markdown_table(recipes: list[Recipe]) -> str:
     rows = ["| recipe | YAML names (role) | targets | paper |", "|---|---|---|---|"]
     for recipe in recipes:
-        names = ", ".join(f"`{m.name}` ({m.role})" for m in recipe.modules) or "none: YAMLs derived with `--base`"
+        names = ", ".join(f"`{m.name}` ({m.role})" for m in recipe.modules)
+        if recipe.loss is not None:   # edits the box loss instead of adding modules
+            names = ", ".join(filter(None, [names, f"box loss: `yolopatch_iou.{recipe.loss.function}`"]))
+        names = names or "none: YAMLs derived with `--base`"
         rows.append(f"| {recipe.name} | {names} | {', '.join(recipe.targets)} | {recipe.paper} |")
     return "\n".join(rows)
 

@@ -83,6 +83,10 @@ def _recipe_json(recipe) -> dict:
                   for y in recipe.yamls],
         "derive": _derive_json(recipe.derive),
         "figures": recipe.figures(),
+        "group": recipe.group,
+        "loss": {"function": recipe.loss.function, "rtdetr": recipe.loss.rtdetr} if recipe.loss else None,
+        "options": [{"name": o.name, "type": o.type, "default": o.default, "min": o.min, "max": o.max,
+                     "choices": list(o.choices), "above": o.above, "doc": o.doc} for o in recipe.options],
     }
 
 
@@ -130,8 +134,23 @@ def show(obj, recipe: str, as_json: bool, repo: Path) -> None:
         click.echo(f"requires: {', '.join(found.requires)}")
     if found.notes:
         click.echo(f"notes:    {found.notes}")
-    click.echo(f"derives:  {_derive_text(found.derive)}")
-    click.echo("modules:" if found.modules else "modules:  none (it only derives YAMLs)")
+    if found.modules or found.derive.kind != "none":  # a loss-only recipe has nothing to derive
+        click.echo(f"derives:  {_derive_text(found.derive)}")
+    if found.group:
+        click.echo(f"group:    {found.group} (at most one of its recipes is applied to a checkout)")
+    if found.loss is not None:
+        rtdetr = "and RT-DETR's GIoU term" if found.loss.rtdetr else "(not RT-DETR: see the notes)"
+        click.echo(f"edits:    the IoU call of the box loss, yolopatch_iou.{found.loss.function} in place of "
+                   f"CIoU {rtdetr}")
+    if found.options:
+        here = _api().applied_options(repo, found.name)
+        click.echo("options (apply --option NAME=VALUE):")
+        for o in found.options:
+            now = f" (applied here: {here[o.name]})" if here and o.name in here else ""
+            click.echo(f"  {o.name:<10} {o.type:<6} default {o.default!s:<6} {o.allowed():<28} {o.doc}{now}")
+    if not found.modules and not found.yamls:
+        return
+    click.echo("modules:")
     for m in found.modules:
         extra = f" channels {list(m.channels)} strides {list(m.strides)}" if m.role == "backbone" else ""
         click.echo(f"  {m.name:<28} {m.role}{' (repeats)' if m.repeats else ''}{extra}")
@@ -158,21 +177,25 @@ def show(obj, recipe: str, as_json: bool, repo: Path) -> None:
 @click.option("--force", is_flag=True,
               help="Where your edits conflict with yolopatch's changes, write yolopatch's version and keep yours "
                    "beside it as FILE.orig; replace an existing destination file (revert puts it back).")
+@click.option("--option", "options", multiple=True, metavar="NAME=VALUE",
+              help="Set a recipe option (`yolopatch show RECIPE` lists them; RECIPE.NAME=VALUE when several "
+                   "recipes declare NAME). Repeatable; remembered until changed, pinned by `yolopatch lock`.")
 @click.option("--base", "bases", multiple=True, metavar="NAME",
               help="Also derive YAMLs from this stock model config (see `yolopatch bases`; repeatable, "
                    "comma-separated, or `all`).")
 @click.pass_obj
-def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool, bases) -> None:
+def apply(obj, recipes, repo: Path, locked: bool, mode: str | None, force: bool, options, bases) -> None:
     """Apply RECIPES to the checkout (or, with --locked, what yolopatch.lock pins)."""
     bases = [name.strip() for value in bases for name in value.split(",") if name.strip()]
     if locked:
-        if recipes or force or bases:
-            raise click.UsageError("--locked takes no recipe arguments, no --force and no --base")
+        if recipes or force or options or bases:
+            raise click.UsageError("--locked takes no recipe arguments, no --force, no --option and no --base")
         result = _api().apply_locked(repo, mode or "write", obj["recipe_dirs"])
     elif not recipes and not bases:
         raise click.UsageError("name at least one recipe (see `yolopatch list`), or use --locked")
     else:
-        result = _api().apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"], bases)
+        result = _api().apply(repo, list(recipes), mode or "write", force, obj["recipe_dirs"], tuple(options),
+                              bases)
     if mode == "diff":
         click.echo(result.diff, nl=False)
     else:
@@ -288,12 +311,17 @@ def status(repo: Path, as_json: bool) -> None:
         click.echo(f"state:   an earlier run{run} was interrupted; `yolopatch revert` rolls it back and restores "
                    "the pristine files")
         return
-    names = [r["name"] for r in report["recipes"]]
+    names = [r["name"] + _options_text(r.get("options")) for r in report["recipes"]]
     click.echo(f"applied: {', '.join(names) if names else 'nothing'}")
     if report.get("bases"):
         click.echo(f"bases:   {', '.join(report['bases'])} (YAMLs derived from these stock configs)")
     for rel, info in report["files"].items():
         click.echo(f"  {info['state']:<6} {info['kind']:<6} {rel}")
+
+
+def _options_text(options: dict | None) -> str:
+    """` (theta=3.0)`: the options a recipe is applied with, for `status`."""
+    return f" ({', '.join(f'{k}={v}' for k, v in options.items())})" if options else ""
 
 
 @cli.command()

@@ -14,7 +14,7 @@ from .engine import PlannedFile
 from .edits.parser_file import FUSE_MODULE, SUPPORT_MODULE, ParserPatch, apply_patch
 from .errors import RefusedError
 from .names import names_in_parse_model, resolvable
-from .recipes import Recipe, check_supported
+from .recipes import LOSS_MODULE_FILE, Recipe, check_exclusive, check_supported
 from .render import render_yaml
 from .resources import runtime_dir
 from .targets import Target
@@ -80,11 +80,13 @@ def _has_rtdetr(parser_source: bytes) -> bool:
 
 
 def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes],
-          derived: dict | None = None) -> list[PlannedFile]:
-    """Every file the recipes write, computed from the pristine bytes `pristine(rel)` returns; `derived`:
-    YAMLs derived from stock configs (`--base`, yolopatch.bases), relative path -> bytes."""
+          options: dict[str, dict] | None = None, derived: dict | None = None) -> list[PlannedFile]:
+    """Every file the recipes write, computed from the pristine bytes `pristine(rel)` returns; `options`:
+    recipe name -> {option: value} (options.resolve), defaults where absent; `derived`: YAMLs derived from
+    stock configs (`--base`, yolopatch.bases), relative path -> bytes."""
     recipes = sorted(recipes, key=lambda r: r.name)
     check_supported(recipes, target.family)
+    check_exclusive([], recipes)
     planned: dict[str, PlannedFile] = {}
 
     def add(rel: str, content: bytes, modifies: bool = False) -> None:
@@ -94,7 +96,13 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
 
     for recipe in recipes:
         for file in recipe.files:
-            add(f"{target.modules_dir}/{file}", recipe.source_path(file).read_bytes())
+            if recipe.loss is None or file != LOSS_MODULE_FILE:   # the IoU module goes where the loss imports it
+                add(f"{target.modules_dir}/{file}", recipe.source_path(file).read_bytes())
+        if recipe.loss is not None:
+            from .loss_plan import loss_files
+
+            for rel, content in loss_files(target, recipe, (options or {}).get(recipe.name, {}), pristine).items():
+                add(rel, content, modifies=not rel.endswith(LOSS_MODULE_FILE))
         home = _home(recipe, target)
         if home:  # a local recipe is part of the patch: the lock pins it, revert restores it
             for rel in recipe.own_files():
@@ -107,8 +115,8 @@ def build(target: Target, recipes: list[Recipe], pristine: Callable[[str], bytes
         folding = f"{FUSE_MODULE}.py"
         add(f"{target.modules_dir}/{folding}", (runtime_dir() / folding).read_bytes())
     parser_source = pristine(target.parser_file)
-    _refuse_taken_names(recipes, target, parser_source, pristine)
-    if any(recipe.modules for recipe in recipes):  # YAML-only recipes (p2) leave the parser file as it is
+    if patch.imports or patch.members or patch.repeats:   # a loss-only recipe leaves the parser file alone
+        _refuse_taken_names(recipes, target, parser_source, pristine)
         patched = apply_patch(parser_source, patch, target.parser_file, target.import_prefix)
         _check_output(patched, target)
         add(target.parser_file, patched, modifies=True)

@@ -15,7 +15,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import resources, roles
+from . import options as recipe_options, resources, roles
 from .derive.facts import NOT_DECLARED, DeriveFacts, SchemaError
 from .derive.facts import parse as parse_derive
 from .errors import RefusedError, UsageError
@@ -56,6 +56,14 @@ class YamlSpec:
 
 
 @dataclass(frozen=True)
+class LossEdit:
+    """A recipe that edits the target's box loss ([loss] in recipe.toml): the IoU call of the loss becomes
+    `yolopatch_iou.<function>(...)` with the recipe's options (edits/loss_call.py)."""
+    function: str
+    rtdetr: bool   # RT-DETR's GIoU term is edited too; false: `show` says the recipe does not cover RT-DETR
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str
     version: str
@@ -70,6 +78,9 @@ class Recipe:
     folder: Path
     shared_files: tuple[str, ...] = ()  # the files of `files` taken from the shared folder
     home: str = ""  # a local recipe: its folder in the checkout (relative), where the plan writes its files
+    group: str = ""  # recipes of one exclusive group replace the same thing: at most one of them is applied
+    loss: LossEdit | None = None
+    options: tuple[recipe_options.Option, ...] = ()
     derive: DeriveFacts = field(default=NOT_DECLARED, compare=False)  # the [derive] table (yolopatch.derive)
 
     def source_path(self, file: str) -> Path:
@@ -207,21 +218,64 @@ def load_recipe(folder: Path) -> Recipe:
         if not rel[:-3].isidentifier() or keyword.iskeyword(rel[:-3]):
             raise _fail(folder, f"file {rel!r}: its name is imported as a module, so it must be a Python identifier")
     modules = tuple(_parse_module(folder, m, files) for m in raw.get("modules", []))
-    if not modules and raw.get("derive") is None:  # a YAML-only recipe (p2) says what it derives instead
-        raise _fail(folder, "declares no [[modules]] (a recipe that only derives YAMLs declares a [derive] table)")
+    loss = _parse_loss(folder, raw.get("loss"), files)
+    if not modules and loss is None and raw.get("derive") is None:  # p2 says what it derives instead
+        raise _fail(folder, "declares no [[modules]] and no [loss] edit (a recipe that only derives YAMLs "
+                            "declares a [derive] table)")
+    group = raw.get("group", "")
+    if not isinstance(group, str) or (group and not _RECIPE_NAME.match(group)):
+        raise _fail(folder, f"group {group!r} must be lower-case letters, digits, '-' or '_'")
     yamls = tuple(_parse_yaml(folder, y) for y in raw.get("yamls", []))
     try:
         derive = parse_derive(raw.get("derive"), modules)
     except SchemaError as exc:
         raise _fail(folder, str(exc)) from None
-    if not modules and derive.kind == "none":
+    if not modules and loss is None and derive.kind == "none":
         raise _fail(folder, "declares no [[modules]] and derives nothing: it would never write a file")
     return Recipe(
         name=name, version=str(raw.get("version", "0")), summary=str(raw.get("summary", "")),
         paper=str(raw.get("paper", "")), targets=targets,
         requires=tuple(str(r) for r in raw.get("requires", [])), notes=str(raw.get("notes", "")),
-        files=files, modules=modules, yamls=yamls, folder=folder, shared_files=shared, derive=derive,
+        files=files, modules=modules, yamls=yamls, folder=folder, shared_files=shared, group=group, loss=loss,
+        options=recipe_options.declarations(raw.get("options"), lambda message: _fail(folder, message)),
+        derive=derive,
     )
+
+
+# The module holding the IoU functions a [loss] edit calls (edits/loss_call.MODULE, not imported here: libcst).
+LOSS_MODULE_FILE = "yolopatch_iou.py"
+
+
+def _parse_loss(folder: Path, raw: object, files: tuple[str, ...]) -> LossEdit | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not _IDENTIFIER.match(str(raw.get("function", ""))):
+        raise _fail(folder, "[loss] needs `function`, the name of an IoU function of yolopatch_iou.py")
+    if LOSS_MODULE_FILE not in files:
+        raise _fail(folder, f"[loss] calls {LOSS_MODULE_FILE}, which [[files]] must list (shared = true)")
+    rtdetr = raw.get("rtdetr", False)
+    if not isinstance(rtdetr, bool):
+        raise _fail(folder, "[loss] rtdetr must be true or false")
+    return LossEdit(function=raw["function"], rtdetr=rtdetr)
+
+
+def check_exclusive(applied: list[Recipe], requested: list[Recipe]) -> None:
+    """Refuse a recipe of a group another applied or requested recipe of that group already holds."""
+    holders: dict[str, str] = {}
+    for recipe in applied:
+        if recipe.group:
+            holders.setdefault(recipe.group, recipe.name)
+    for recipe in requested:
+        if not recipe.group:
+            continue
+        holder = holders.setdefault(recipe.group, recipe.name)
+        if holder != recipe.name:
+            if holder in {r.name for r in applied}:
+                where, then = "is applied", f"revert {holder} first"
+            else:
+                where, then = "is requested too", "apply one of them"
+            raise RefusedError(f"recipe {recipe.name} cannot join {holder}, which {where}: both are "
+                               f"{recipe.group} recipes and at most one is applied ({then}); nothing was written")
 
 
 def check_supported(recipes: list[Recipe], family: str) -> None:

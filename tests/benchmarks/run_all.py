@@ -22,8 +22,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-SCRIPTS = ["threads", "cli", "bases", "verify", "modules", "revcol", "gsconv", "models"]
-TORCH_SCRIPTS = {"modules", "revcol", "gsconv", "models"}
+SCRIPTS = ["threads", "cli", "bases", "verify", "modules", "revcol", "gsconv", "iou", "models"]
+TORCH_SCRIPTS = {"modules", "revcol", "gsconv", "iou", "models"}
 GROUP_TITLES = {
     "CLI": "CLI: start-up, apply, revert",
     "verify": "verify",
@@ -71,6 +71,12 @@ CAUSES = {
         "a module call ran while the backbone was being built (the note names the largest input): some "
         "__init__ probes its output shapes with a forward pass. The recipes' contract forbids it "
         "(recipes/README.md): compute feature_channels / feature_strides from the configuration instead."),
+    "box loss, ": (
+        "each variant is a chain of elementwise ops over the 134,400 pairs (no kernel fusion in eager CPU "
+        "torch), so its time follows the number of full-size temporaries forward and backward: SIoU has the "
+        "most (four exp, two powers, the angle cost), the plain IoU forms the fewest. A ratio above the "
+        "target with the others unchanged is a regression in recipes/_shared/yolopatch_iou.py (profile the "
+        "variant with torch.profiler); all ratios up together is machine load against the baseline's runs."),
     "`yolopatch verify": (
         "verify's wall time is the CPU work of three interpreters on two shared cores: each runner imports "
         "torch (~3 s of CPU apiece; the 'import' figure in the note is the verify runner's, under load), "

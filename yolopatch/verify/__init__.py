@@ -34,9 +34,11 @@ EXPORT_FORMATS = ("onnx",)
 FIT_SECONDS_PER_YAML = 1800.0
 
 
-def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: bool = False, fit: bool = False) -> tuple:
+def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: bool = False, fit: bool = False,
+               loss: bool = False) -> tuple:
     """(steps to run, reason for each step left out); with_stock keeps the stock check in a quick run; fit adds
-    the trainer's epoch (`--fit`), with or without --quick."""
+    the trainer's epoch (`--fit`), with or without --quick; loss: an IoU-loss recipe is applied (its step runs
+    with or without --quick)."""
     reasons = {}
     quick_steps = QUICK_STEPS + (("stock",) if with_stock else ())
     steps = [s for s in STEPS if s in quick_steps] if quick else [s for s in STEPS if s not in ON_REQUEST]
@@ -54,6 +56,9 @@ def plan_steps(quick: bool, export: str | None, has_state: bool, with_stock: boo
     if not has_state and "stock" in steps:
         steps.remove("stock")
         reasons["stock"] = "no .yolopatch/ state: the pristine files are unknown (checkout patched by hand?)"
+    if not loss:
+        steps.remove("loss")
+        reasons["loss"] = "no IoU-loss recipe is applied"
     return steps, reasons
 
 
@@ -87,7 +92,7 @@ def _base_spec(target, selection: Selection, steps: list, reasons: dict, one_sca
                 version=target.version, package=parser_module.split(".")[0], parser_module=parser_module,
                 package_prefix=prefix, import_hint=import_hint(target), ddp_note=worker_note(target), hyp_file=hyp,
                 steps=tuple(steps), reasons=dict(reasons), yamls=tuple(selection.yamls), modules=dict(selection.modules),
-                new_module_files=tuple(selection.new_module_files), task_stock=tuple(task_stock_models(target)),
+                new_module_files=tuple(selection.new_module_files), loss=dict(selection.loss), task_stock=tuple(task_stock_models(target)),
                 shadow_check=target.flavour != "yolov5-upstream", one_scale=one_scale, shard=tuple(shard))
 
 
@@ -122,7 +127,7 @@ def run_verify(repo: Path, recipes=(), yamls=(), quick: bool = False, export: st
     state = manifest.load(target.root)
     selection = select(target, state, list(recipes), [Path(y) for y in yamls], tuple(Path(d) for d in recipe_dirs))
     interpreter = _python(python)
-    steps, reasons = plan_steps(quick, export, state is not None, with_stock, fit)
+    steps, reasons = plan_steps(quick, export, state is not None, with_stock, fit, loss=bool(selection.loss))
     if fit:   # two trainer stages per YAML (first scale), each allowed its own time limit (runner/fit.py)
         timeout += FIT_SECONDS_PER_YAML * len(selection.yamls)
     notes = list(selection.notes)
@@ -216,6 +221,12 @@ def _assemble(target, interpreter, selection, steps, reasons, stock_items, outco
         elif pristine.checks["import"]["status"] != "passed":
             problem = pristine.checks["import"]["message"]
         checks["stock"] = stock.compare(stock_items, result.stock, pristine.stock if pristine else {}, problem)
+    if "loss" not in steps:
+        checks["loss"] = {"status": "not-run", "message": reasons.get("loss", "not requested")}
+    elif not imported:
+        checks["loss"] = {"status": "skipped", "message": "the checkout could not be imported"}
+    else:
+        checks["loss"] = result.checks.get("loss") or step_record(FAILED, "the runner did not report the loss step")
     for model in models:
         model["yaml"] = _relative(model["yaml"], target.root)
     return VerifyReport(target=info, steps=list(steps), checks=checks, models=models,

@@ -16,10 +16,11 @@ from dataclasses import asdict, dataclass, field, fields, replace
 PROGRESS_PREFIX = "@yolopatch-verify "
 
 # The ladder, cheapest first. Target-level steps run once per checkout, model steps once per model.
-STEPS = ("import", "names", "build", "shapes", "stock", "figures", "train", "amp", "fuse", "reload", "export", "fit")
-TARGET_STEPS = ("import", "stock")
+STEPS = ("import", "names", "build", "shapes", "stock", "loss", "figures", "train", "amp", "fuse", "reload", "export",
+         "fit")
+TARGET_STEPS = ("import", "stock", "loss")   # loss: only when an IoU-loss recipe is applied
 MODEL_STEPS = ("names", "build", "shapes", "figures", "train", "amp", "fuse", "reload", "export", "fit")
-QUICK_STEPS = ("import", "names", "build", "shapes", "figures")
+QUICK_STEPS = ("import", "names", "build", "shapes", "loss", "figures")
 ON_REQUEST = ("export", "fit")   # only with --export onnx / --fit
 # they exercise module code, which does not change with scale
 FIRST_SCALE_ONLY = ("train", "amp", "fuse", "reload", "export", "fit")
@@ -129,6 +130,8 @@ class Spec:
     stock: tuple = ()                                # StockModel: fingerprinted for the `stock` step
     task_stock: tuple = ()                           # StockModel: the stock model of each task, for causes
     modules: dict = field(default_factory=dict)      # class name -> ModuleDeclaration
+    loss: dict = field(default_factory=dict)         # the applied IoU-loss recipe, for the `loss` step: recipe,
+    #   function, options, module (dotted detection loss module), xywh (its boxes' format), rtdetr_module ("": none)
     new_module_files: tuple = ()                     # dotted names of the module files the tool added
     shadow_check: bool = True
     one_scale: bool = False
@@ -154,6 +157,7 @@ class Spec:
                                                       "strides": tuple(d.get("strides") or ())})
                            for name, d in (data.get("modules") or {}).items()}
         data["new_module_files"] = tuple(data.get("new_module_files") or ())
+        data["loss"] = dict(data.get("loss") or {})
         data["shard"] = tuple(data.get("shard") or (1, 1))
         return cls(**data)
 

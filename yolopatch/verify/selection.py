@@ -46,6 +46,7 @@ class Selection:
     modules: dict = field(default_factory=dict)            # class name -> protocol.ModuleDeclaration
     new_module_files: list = field(default_factory=list)   # dotted names of module files the tool added
     recipes: list = field(default_factory=list)            # recipes whose YAMLs are verified
+    loss: dict = field(default_factory=dict)               # the applied IoU-loss recipe (protocol.Spec.loss)
     notes: list = field(default_factory=list)
 
 
@@ -112,6 +113,22 @@ def _recipe_yamls(target: Target, state: State, name: str, recipe) -> list:
     return [rel for rel in sorted(rels) if rel in state.files and (target.root / rel).is_file()]
 
 
+def _loss_spec(target: Target, state: State, recipe) -> dict:
+    """What the runner's `loss` step needs of an applied recipe with a [loss] edit: its function and options
+    (as applied), and the module of the detection loss with the format of its boxes."""
+    from .. import options as recipe_options
+    from ..loss_plan import loss_sites
+
+    sites = loss_sites(target, lambda rel: (target.root / rel).is_file(), rtdetr=recipe.loss.rtdetr)
+    if not sites or sites[0].key == "rtdetr":
+        return {}
+    remembered = {r["name"]: dict(r.get("options") or {}) for r in state.recipes}
+    values = recipe_options.resolve([recipe], (), remembered).get(recipe.name, {})
+    dotted = {site.key: site.file[:-3].replace("/", ".") for site in sites}
+    return {"recipe": recipe.name, "function": recipe.loss.function, "options": values,
+            "module": dotted[sites[0].key], "xywh": sites[0].xywh, "rtdetr_module": dotted.get("rtdetr", "")}
+
+
 def select(target: Target, state: State | None, recipe_names: list, yaml_files: list,
            recipe_dirs: tuple = ()) -> Selection:
     selection = Selection()
@@ -127,6 +144,9 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
                                                                tuple(module.strides), recipe.name)
     if state is not None:
         selection.new_module_files = _module_files(target, state)
+        for recipe in resolved.values():
+            if recipe.loss is not None:
+                selection.loss = _loss_spec(target, state, recipe)
     chosen = list(dict.fromkeys(recipe_names)) or ([] if yaml_files else applied)
     for name in chosen:
         rels = _recipe_yamls(target, state, name, resolved.get(name))
@@ -147,7 +167,7 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
         if str(path) not in seen:
             seen.add(str(path))
             selection.yamls.append(ModelYaml(str(path), "--yaml"))
-    if not selection.yamls:
+    if not selection.yamls and not selection.loss:
         if state is None:
             raise RefusedError(f"nothing to verify: no recipe is applied to {target.describe()} (no "
                                f".yolopatch/state.json) and no --yaml was given")

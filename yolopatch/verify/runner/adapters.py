@@ -171,6 +171,10 @@ class Adapter:
         raise NotImplementedError
 
     def loss(self, model, task: str, imgs, labels: dict):
+        return self.loss_with_items(model, task, imgs, labels)[0]
+
+    def loss_with_items(self, model, task: str, imgs, labels: dict):
+        """(total loss to backpropagate, the detached per-term losses the target reports, box term first)."""
         raise NotImplementedError
 
     def save_checkpoint(self, model, optimizer, path: Path) -> None:
@@ -221,7 +225,7 @@ class Ultralytics(Adapter):
         default = import_first("ultralytics.utils:DEFAULT_CFG", "ultralytics.yolo.utils:DEFAULT_CFG")
         return get_cfg(default)
 
-    def loss(self, model, task: str, imgs, labels: dict):
+    def loss_with_items(self, model, task: str, imgs, labels: dict):
         # What the trainer's set_model_attributes gives a model before the first loss: the hyperparameters
         # (the losses read their gains from model.args) and the class count (RT-DETR's loss reads it).
         model.args = self._args()
@@ -232,8 +236,10 @@ class Ultralytics(Adapter):
             out = model.loss(batch)
         else:                                        # earlier: the task trainer's criterion(preds, batch)
             out = self._trainer_criterion(model, task)(model(imgs), batch)
-        total = out[0] if isinstance(out, (tuple, list)) else out
-        return total.sum()
+        total, items = out if isinstance(out, (tuple, list)) else (out, out.detach())
+        if isinstance(items, dict):   # 8.4: {"box": ..., "cls": ..., "dfl": ...}
+            items = list(items.values())
+        return total.sum(), items
 
     def _trainer_criterion(self, model, task: str):
         """The criterion method of the release's own trainer for the task, bound to a stand-in holding
@@ -305,7 +311,7 @@ class Yolov5(Adapter):
                 hyp.update(yaml.safe_load(f) or {})
         return hyp
 
-    def loss(self, model, task: str, imgs, labels: dict):
+    def loss_with_items(self, model, task: str, imgs, labels: dict):
         # as train.py sets them: ComputeLoss reads model.hyp, and export.py of some releases reads model.nc
         model.hyp, model.gr = self._hyp(), 1.0
         if getattr(model, "nc", None) is None:
@@ -314,10 +320,10 @@ class Yolov5(Adapter):
         preds = model(imgs)
         if task == "segment":   # segment/train.py: overlapping masks (its default), at a quarter of the image size
             compute_loss = importlib.import_module(f"{self.prefix}utils.segment.loss").ComputeLoss(model, overlap=True)
-            total, _ = compute_loss(preds, targets, masks=labels["masks"])
+            total, items = compute_loss(preds, targets, masks=labels["masks"])
         else:
-            total, _ = importlib.import_module(f"{self.prefix}utils.loss").ComputeLoss(model)(preds, targets)
-        return total.sum()
+            total, items = importlib.import_module(f"{self.prefix}utils.loss").ComputeLoss(model)(preds, targets)
+        return total.sum(), items
 
     def save_checkpoint(self, model, optimizer, path: Path) -> None:
         """Like train.py after an epoch: half-precision copies of the model and of its EMA (the model itself

@@ -72,6 +72,23 @@ def _reload_mode(spec: Spec, ready: bool, import_record: dict) -> RunnerOutput:
     return RunnerOutput(stock=stock, reload=fresh.reload_mode(adapter, fresh.wait_for_items(spec)))
 
 
+def _loss_check(adapter, spec: Spec) -> dict:
+    """The `loss` step (runner/loss_step.py) as a check record."""
+    from .loss_step import loss_step
+    from .messages import describe
+    from ..protocol import StepFailure
+
+    start = time.perf_counter()
+    try:
+        status, message = PASSED, loss_step(adapter, spec)
+    except StepFailure as exc:
+        status, message = FAILED, str(exc)
+    except Exception as exc:
+        status, message = FAILED, describe(exc)
+    env.progress(f"loss    {status:<6} {message}")
+    return step_record(status, message, time.perf_counter() - start)
+
+
 def main(spec_path: str) -> int:
     spec = Spec.from_json(Path(spec_path).read_text(encoding="utf-8"))
     env.block_network()  # first: before torch or the target is imported
@@ -91,6 +108,8 @@ def main(spec_path: str) -> int:
         from .ladder import Ladder
 
         ladder = Ladder(spec, ENTRY)
+        if "loss" in spec.steps and spec.loss:
+            output.checks["loss"] = _loss_check(ladder.adapter, spec)
         output.stock, output.models = ladder.run()
         output.notes.extend(ladder.notes)
     elif ready and spec.mode == "stock":
