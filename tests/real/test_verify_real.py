@@ -333,3 +333,30 @@ def test_shards_split_the_models(cli, tmp_path):
     assert code == 0, report["failures"]
     assert [m["name"] for m in report["models"]] == ["yolov8s-toy", "yolov8l-toy"]
     assert "build   passed yolov8n-toy" not in err and "build   passed yolov8s-toy" in err
+
+
+def test_report_names_the_reference_weights_loaded_and_a_missing_file_fails_the_build(cli, tmp_path):
+    """A YAML giving MobileNetV2 torchvision's checkpoint (randomly initialised, saved to a file): verify's
+    build step and notes say which weights were loaded; a path that does not exist fails `build` (exit 4),
+    naming the file."""
+    torchvision = pytest.importorskip("torchvision")
+    import torch
+
+    root = fresh(upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS), tmp_path)
+    assert cli("apply", "mobilenetv2", "--repo", root)[0] == 0
+    checkpoint = tmp_path / "mobilenet_v2_reference.pth"
+    torch.save(torchvision.models.mobilenet_v2().state_dict(), checkpoint)
+    folder = root / "ultralytics" / "cfg" / "models" / "yolopatch"
+    good, bad = folder / "yolov8-mnv2-weights.yaml", folder / "yolov8-mnv2-missing.yaml"
+    good.write_text(tutorial_yolov8_yaml("MobileNetV2").replace("MobileNetV2, []", f"MobileNetV2, [1.0, \"'{checkpoint}'\"]"))
+    bad.write_text(good.read_text().replace(str(checkpoint), str(tmp_path / "absent.pth")))
+    code, report, _ = verify_json(cli, "--repo", root, "--quick", "--yaml", good)
+    assert code == 0, report["failures"]
+    (model,) = report["models"]
+    build = model["steps"]["build"]["message"]
+    assert f"weights: MobileNetV2 (row 0) {checkpoint}" in build
+    assert any("reference weights loaded" in note and str(checkpoint) in note for note in report["notes"])
+    code, report, _ = verify_json(cli, "--repo", root, "--quick", "--yaml", bad)
+    assert code == 4
+    failure = report["failures"][0]
+    assert failure["step"] == "build" and "absent.pth" in failure["message"]

@@ -25,7 +25,7 @@ from .fit import Fitter
 from .fingerprints import fingerprints
 from .fuse import fuse_step
 from .fresh import FreshInterpreter
-from .layers import ParseWatch, new_modules
+from .layers import ParseWatch, loaded_weights, new_modules
 from .messages import describe
 from .rows import analyse
 from .rowtrace import RowTrace
@@ -190,6 +190,10 @@ class Ladder:
             run.record["new_modules"] = [n.label for n in news]
             run.record["params"] = parameter_count(state["model"])
             names = ", ".join(n.label for n in news) if news else "none"
+            weights = loaded_weights(news)
+            if weights:
+                self.notes.append(f"{run.name}: reference weights loaded: {weights}")
+                return f"{run.record['params']:,} parameters; new modules: {names}; weights: {weights}"
             return f"{run.record['params']:,} parameters; new modules: {names}"
 
         def shapes():

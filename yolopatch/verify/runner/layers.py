@@ -85,6 +85,13 @@ def new_modules(model, spec) -> list:
     return found
 
 
+def loaded_weights(news: list) -> str:
+    """What the new modules loaded through their `weights` argument (their `loaded_weights` attribute)."""
+    found = [f"{n.label} {getattr(_unwrapped(n.layer), 'loaded_weights')}" for n in news
+             if getattr(_unwrapped(n.layer), "loaded_weights", None)]
+    return "; ".join(found)
+
+
 class ParseWatch:
     """Wrap the parser module's parse_model for one build and keep, from its own frame when it returns:
     its final `ch` list (the output channels it recorded for every row, i.e. what each layer declared to
