@@ -42,6 +42,10 @@ class DCNv2(nn.Module):
 
     def deform(self, x):
         offset, mask = self.offset_and_mask(x)
+        # torchvision's CPU kernel turns a NaN offset into an out-of-bounds read (its bounds test is false for
+        # NaN) and the process dies; YOLOv5 profiles every new model on torch.empty input, which may hold NaN.
+        # A NaN offset samples at the regular grid point instead: a NaN input still gives a NaN output.
+        offset = torch.nan_to_num(offset, nan=0.0)
         dtype = torch.float32 if x.dtype == torch.bfloat16 else x.dtype
         weight, bias = self.conv.weight, self.conv.bias
         y = deform_conv2d(x.to(dtype), offset.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype),

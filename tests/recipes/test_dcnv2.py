@@ -188,3 +188,21 @@ def test_torchscript_onnx_exporter_has_no_symbolic_for_deform_conv2d():
     m = dcn.DCNv2(4, 8, 3).eval()
     with pytest.raises(Exception, match="torchvision::deform_conv2d"):
         torch.onnx.export(m, (torch.randn(1, 4, 16, 16),), io.BytesIO(), opset_version=19, dynamo=False)
+
+
+def test_nan_input_gives_nan_output_and_does_not_crash_the_process():
+    """YOLOv5 profiles every new model on torch.empty input; NaN offsets made torchvision's CPU kernel read
+    out of bounds and the interpreter died. Run in a subprocess so a crash fails the test, not the suite."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[2] / "recipes" / "dcnv2"
+    script = (f"import sys, torch; sys.path.insert(0, {str(folder)!r}); from dcnv2 import DCNv2\n"
+              "m = DCNv2(16, 16, 3, 2).eval()\n"
+              "x = torch.full((2, 16, 32, 32), float('nan')); x[1] = 1.0\n"
+              "with torch.no_grad(): y = m(x)\n"
+              "print(bool(torch.isnan(y[0]).all()), bool(torch.isfinite(y[1]).all()))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, (done.returncode, done.stderr[-500:])
+    assert done.stdout.split() == ["True", "True"]
