@@ -290,7 +290,10 @@ def yolopatch_cmd(*args) -> list[str]:
 def cli_supports(command: str, option: str) -> bool:
     """Whether the yolopatch this benchmark runs has `option` on `command` (read from its --help), for
     figures of capabilities merged on other branches."""
-    done = subprocess.run(yolopatch_cmd(command, "--help"), capture_output=True, text=True)
+    import tempfile
+
+    # not run from the repository: `python -m` puts the working folder first on sys.path
+    done = subprocess.run(yolopatch_cmd(command, "--help"), capture_output=True, text=True, cwd=tempfile.gettempdir())
     return done.returncode == 0 and option in done.stdout
 
 
