@@ -54,7 +54,8 @@ def one_round(work: Path, env: dict) -> tuple[dict, list[str]]:
         wall, cpu, done = C.run_timed(C.yolopatch_cmd(*args, "--repo", copy), env, work)
         walls[key], cpus[key] = wall, cpu
         if done.returncode:
-            problems.append(f"{' '.join(args)} exited {done.returncode}: {done.stderr.decode()[-300:]}")
+            problems.append(f"{' '.join(args)} exited {done.returncode}: "
+                            f"{' '.join(done.stderr.decode().split())[-300:]}")
         if key == "merge" and FUNCTION not in (copy / TASKS).read_bytes():
             problems.append("the user's function is gone after `apply slimneck`")
     expected = dict(pristine, **{TASKS: pristine[TASKS] + FUNCTION})
