@@ -81,7 +81,7 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
     with tempfile.TemporaryDirectory(prefix="yolopatch-bench-add-") as tmp:
         work = Path(tmp)
         plain = timed_adds(PLAIN, env, work, runs)
-        backbone = timed_adds(BACKBONE, env, work, runs)
+        backbone = timed_adds(BACKBONE, env, work, 1 if quick else 3)  # the probe takes seconds: fewer runs
         inst = instrumented(BACKBONE, env, work)
     details.update(plain=plain, backbone=backbone, instrumented=inst)
     wall = C.median(plain[0])
@@ -93,7 +93,7 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
     bwall = C.median(backbone[0])
     rows.append(C.row(GROUP, f"`yolopatch add {BACKBONE}` (a backbone: measured by the probe)", "-", C.fmt_s(bwall),
                       "info", f"CPU {C.fmt_s(C.median(backbone[1]))} (yolopatch's and the probe's processes); median "
-                      f"of {runs} after 1 warm-up, fresh copy each; exit 0 every run"))
+                      f"of {len(backbone[0])} after 1 warm-up, fresh copy each; exit 0 every run"))
     rows.append(C.row(GROUP, "its backbone probe (a subprocess of the target's interpreter: imports torch and the "
                              "target, builds TinyNet once)", "-", C.fmt_s(probe), "info",
                       f"{probe / inst['main']:.0%} of that instrumented add's main() ({inst['main']:.2f} s); the "

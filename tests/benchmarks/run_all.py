@@ -99,18 +99,18 @@ CAUSES = {
         "only build + shape-check the other scales (or make `--one-scale` the default and the five-scale "
         "sweep opt-in), which removes about two thirds of the build/shapes/figures seconds in the note."),
     "`yolopatch bases --json`": (
-        "`bases` reads and classifies all 66 stock configs for all recipes with the standard library's YAML-free "
-        "reader; its CPU time (in the note) is the part yolopatch controls. When the wall time is well above the CPU "
+        "`bases` reads every stock config of the release and classifies it for every recipe; its CPU time (in "
+        "the note) is the part yolopatch controls. When the wall time is well above the CPU "
         "time the process waited for a core: other jobs on the two cores (see the load average). If the CPU time "
         "itself is above 0.5 s, profile `python -X importtime -m yolopatch bases --json` and "
         "`cProfile`: the interpreter floor is ~0.08 s."),
     "--base all`": (
         "the apply writes one YAML per (base, recipe) pair, over 150 files, each saved with fsync (crash safety of "
-        "the journal, yolopatch/api.py commit) - the note gives the fsync calls and seconds of the instrumented run "
+        "the journal) - the note gives the fsync calls and seconds of the instrumented run "
         "and libcst's small share (only the pieces of tasks.py are parsed). On a shared disk and shared cores "
         "the fsyncs and the waits for a core dominate (compare CPU with wall time). What would cut it: one "
         "fsync of the folder after writing the derived YAMLs (they are new files, recreated by a rerun) instead "
-        "of one per file, and rendering the YAMLs without re-reading each base."),
+        "of one per file."),
     "`yolopatch add": (
         "`add` reads the module file with libcst (roles, imports) and applies it like `apply`: interpreter, "
         "`import libcst`, the parse of the pieces of tasks.py, the writes with fsync. A miss with CPU time well "
@@ -208,7 +208,7 @@ def render(entries: dict, machine: dict, invocation: dict) -> str:
     for name, e in results.items():
         lines.append(f"  - `bench_{name}.py`: {e['date']}, {e['seconds']:.0f} s, load {e['load_start'][0]:.2f} -> "
                      f"{e['load_end'][0]:.2f}" + (f", torch threads {e['threads']}" if e.get("threads") else "")
-                     + (f", yolopatch measured: {e['yolopatch']}" if e.get("yolopatch") != machine["yolopatch"] else ""))
+                     + (f", yolopatch measured: {e.get('yolopatch', 'unknown')}" if e.get("yolopatch", "unknown") != machine["yolopatch"] else ""))
     lines += ["", "- Load: " + (load_note(max(starts)) if starts else "-") + " Wall times of the CLI and verify "
               "figures come with their CPU seconds in the notes: CPU close to wall means the figure is the work "
               "itself; wall well above CPU means the process waited for a core or the disk.",
@@ -258,7 +258,8 @@ def render(entries: dict, machine: dict, invocation: dict) -> str:
     if not misses:
         lines += ["None: every figure with a target is at or inside it.", ""]
     for r in misses:
-        cause = next((text for key, text in CAUSES.items() if key in r["figure"]), None)
+        # later CAUSES entries are the more specific ones (e.g. "three-way merge" within "`yolopatch apply"): they win
+        cause = next((text for key, text in reversed(CAUSES.items()) if key in r["figure"]), None)
         lines += [f"- **{r['figure']}** (target {r['target']}, measured {r['measured']}): "
                   + (cause or f"see the notes: {r['note']}"), ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -317,8 +318,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="Fewer repetitions (smoke run; marked in the file).")
     parser.add_argument("--out", type=Path, default=C.REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="Comma-separated subset of: " + ", ".join(SCRIPTS))
+    parser.add_argument("--render", action="store_true", help="Run nothing: rewrite the Markdown from BENCHMARKS.json.")
     args = parser.parse_args()
-    wanted = args.only.split(",") if args.only else SCRIPTS
+    if args.render:
+        args.only = ""
+    wanted = args.only.split(",") if args.only else ([] if args.render else SCRIPTS)
     unknown = sorted(set(wanted) - set(SCRIPTS))
     if unknown:
         parser.error(f"unknown script(s): {', '.join(unknown)}")
@@ -326,7 +330,7 @@ def main() -> None:
     names = [n for n in SCRIPTS if n in wanted and n not in absent]
     store = args.out.with_suffix(".json")
     # a partial run keeps the other scripts' stored figures; a full run replaces them all
-    entries = load_entries(store) if args.only else {}
+    entries = load_entries(store) if args.only or args.render else {}
     start = time.perf_counter()
     machine = C.machine()
     machine["yolopatch"] = yolopatch_measured()
