@@ -117,8 +117,9 @@ CAUSES = {
         "under the wall time is machine load; with CPU time near the wall time, see the split of `apply` in the "
         "CLI rows, which add shares."),
     "three-way merge": (
-        "the merge runs merge3 line by line over tasks.py (~2,000 lines) and compiles the merged file: small next to "
-        "the apply itself, so the merge figures track the plain apply's (see its row and CPU time)."),
+        "the merge adds merge3 over tasks.py and a compile of the merged file to the work of a plain apply / "
+        "revert; compare with the plain apply measured in the same rounds (its row) and the CPU seconds: when both "
+        "miss alike, the cause is the apply's (see its cause) or the machine's load, not the merge."),
     "`yolopatch apply mobilenetv4` (plain)": (
         "the same work as the CLI apply above with one recipe; compare its CPU time with the wall time to tell "
         "machine load from a regression."),
