@@ -173,8 +173,11 @@ def load_note(started: tuple) -> str:
     if started[0] < IDLE_LOAD:
         return ("the machine was otherwise idle when the run started; the load during the run is the "
                 "benchmarks' own threads.")
-    return ("other jobs shared the cores, so wall times are higher and noisier than on an idle machine; ratios "
-            "measured side by side (ours vs timm, alternating runs in one process) are the most robust figures.")
+    return (f"other jobs shared the cores (a load average up to {started[0]:.1f} at a script's start, on "
+            f"{os.cpu_count()} cores), so wall times are higher and noisier than on an idle machine: a process "
+            "waits for a core a good part of its wall time, which the CPU seconds in the notes leave out. Ratios "
+            "measured side by side (ours vs timm, fuse() vs by hand: alternating runs in one process) are the most "
+            "robust figures.")
 
 
 def render(entries: dict, machine: dict, invocation: dict) -> str:
