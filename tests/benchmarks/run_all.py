@@ -97,7 +97,12 @@ CAUSES = {
         "against 57.5 s (2026-11-22, load 3.8), so runner.env.set_threads' one thread per runner is right. "
         "What would cut the CPU work (yolopatch/verify): count FLOPs once per YAML at its first scale and "
         "only build + shape-check the other scales (or make `--one-scale` the default and the five-scale "
-        "sweep opt-in), which removes about two thirds of the build/shapes/figures seconds in the note."),
+        "sweep opt-in), which removes about two thirds of the build/shapes/figures seconds in the note. Since "
+        "the `amp` and `fuse` steps joined the default ladder (the --fit work), `amp` is the largest summed "
+        "step (see the note): a bfloat16 autocast train step and a bfloat16 forward on a CPU without AVX-512 or "
+        "bf16 instructions (this one: /proc/cpuinfo lists neither), where bfloat16 runs far slower than float32. "
+        "What would meet 45 s again: run `amp` at the first scale's smallest input only, or make it opt-in "
+        "on CPUs without bf16 support (it checks what a GPU run would do)."),
     "`yolopatch bases --json`": (
         "`bases` reads every stock config of the release and classifies it for every recipe; its CPU time (in "
         "the note) is the part yolopatch controls. When the wall time is well above the CPU "
@@ -132,10 +137,11 @@ CAUSES = {
         "in the note divided by the model count give the cost without the waits."),
     "`verify --fit`": (
         "a fit is two fresh interpreters (the trainer's and best.pt's predictor), each importing torch and the "
-        "target (~5 s of CPU apiece), plus the target trainer's own fixed costs per epoch (dataset scan and "
+        "target (verify's own `import` step took 5.4 s on an idle machine, 2026-11-22), plus the target trainer's own fixed costs per epoch (dataset scan and "
         "cache, validation, checkpoint save, final evaluation of best.pt); the stock yolov8n row is the same "
-        "work without a patch and shows that this floor is the trainer's, not the recipe's. On a shared machine "
-        "the wait for a core adds to every part. What would cut it: run the predictor in the trainer's "
+        "work without a patch and shows that this floor is the trainer's, not the recipe's. The CPU seconds of "
+        "the two interpreters (in each note) are the work itself, below 30 s for every task; on a shared "
+        "machine the wait for a core adds to every part, and the wall time follows the load. What would cut it: run the predictor in the trainer's "
         "interpreter when `--fit` runs without `--python` isolation, saving one torch import (~5 s)."),
     "with every conv+BN folded by hand": (
         "fuse() left a conv + BatchNorm pair unfolded that the hand fold found (compare the BatchNorm counts in "
