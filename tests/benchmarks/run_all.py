@@ -140,7 +140,7 @@ CAUSES = {
         "target (verify's own `import` step took 5.4 s on an idle machine, 2026-11-22), plus the target trainer's own fixed costs per epoch (dataset scan and "
         "cache, validation, checkpoint save, final evaluation of best.pt); the stock yolov8n row is the same "
         "work without a patch and shows that this floor is the trainer's, not the recipe's. The CPU seconds of "
-        "the two interpreters (in each note) are the work itself, below 30 s for every task; on a shared "
+        "the two interpreters (in each note) are the work itself, to compare with the 30 s budget; on a shared "
         "machine the wait for a core adds to every part, and the wall time follows the load. What would cut it: run the predictor in the trainer's "
         "interpreter when `--fit` runs without `--python` isolation, saving one torch import (~5 s)."),
     "with every conv+BN folded by hand": (
