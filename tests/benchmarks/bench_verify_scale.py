@@ -11,6 +11,7 @@ untimed warm-up run of the 1-model set (page cache, bytecode). Figures:
   * seconds per model once warm: the slope of a least-squares line through the three (models, wall
     seconds) points - the marginal cost of one more YAML;
   * the fixed part: that line's intercept - interpreter and torch start-up, importing the checkout;
+  * the same line over the CPU seconds of all processes (what the figure would be with a core always free);
   * from the JSON report, each model's own step seconds (build, shapes, figures): their median and the
     slowest models, which tell where the marginal cost goes (counting FLOPs of the large models).
 
@@ -95,6 +96,7 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
     details["runs"] = runs
     points = [(r["models"], r["wall"]) for r in runs.values()]
     slope, intercept = line_fit(points)
+    cpu_slope, cpu_intercept = line_fit([(r["models"], r["cpu"]) for r in runs.values()])
     every = {}
     for r in runs.values():
         every.update(r["per_model"])
@@ -106,7 +108,8 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
     walls = ", ".join(f"{r['models']} models {C.fmt_s(r['wall'])} (CPU {C.fmt_s(r['cpu'])})" for r in runs.values())
     rows = [
         C.row(GROUP, label, f"< {TARGET:.0f} s", C.fmt_s(slope), C.judge(ok),
-              f"least-squares slope over {walls}; exits {exits}" + (f"; failed: {', '.join(failed)[:300]}" if failed else "")
+              f"least-squares slope over {walls}; the same line over CPU seconds (all processes): "
+              f"{C.fmt_s(cpu_slope)} per model, {C.fmt_s(cpu_intercept)} fixed; exits {exits}" + (f"; failed: {', '.join(failed)[:300]}" if failed else "")
               + f"; load average {details['load_before'][0]:.2f} -> {C.loadavg()[0]:.2f}"),
         C.row(GROUP, "`verify --quick --one-scale`: the fixed part (start-up, import of the checkout)", "-",
               C.fmt_s(intercept), "info",
