@@ -131,7 +131,8 @@ CAUSES = {
     "seconds per model once warm": (
         "the marginal model costs the build, the shape check at 128 px and the FLOP count at 640 px on the meta "
         "device, on one torch thread; the large derived models (RT-DETR-x, YOLOv9-e, the P6 models) take several "
-        "seconds each for the FLOP count alone (the slowest models are listed in the next rows). What would meet 2 s: "
+        "seconds each for the FLOP count alone (the slowest models are listed in the next rows; a trial at load "
+        "2.4 on 2026-11-29 gave rtdetr-l 7.3 s, of which the figures step 5.4 s, and yolov8n 1.1 s). What would meet 2 s: "
         "count FLOPs only when a figure is asked for (`--quick` without figures), or count them from the layer "
         "shapes the shape step already records instead of a second traced forward; under load, the CPU seconds "
         "in the note divided by the model count give the cost without the waits."),
