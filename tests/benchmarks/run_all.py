@@ -9,7 +9,9 @@ module and model benchmarks; otherwise bench_threads.py's calibration chooses it
 
 Every script's figures are also kept in BENCHMARKS.json beside the Markdown (written after each script,
 so an interrupted run keeps what it measured). `--only a,b` reruns those scripts and keeps the others'
-figures from that file; the Markdown then says when each section was run and under which load.
+figures from that file; the Markdown then says when each section was run, under which load and on which
+yolopatch. `--render` rewrites the Markdown from the file alone; `--only a,b --take-from OTHER.json` copies
+those scripts' figures from another run's file (one measured with another yolopatch, say).
 A script named in SCRIPTS whose file is absent (written on another branch) is skipped and listed as such.
 
 The yolopatch measured is the one `python -m yolopatch` imports outside the repository: PYTHONPATH first (run
@@ -211,7 +213,7 @@ def render(entries: dict, machine: dict, invocation: dict) -> str:
         f"- yolopatch measured (the last invocation's; a section run with another says so below): "
         f"{machine.get('yolopatch', 'unknown')}",
         f"- Last invocation: {invocation['date']}, `run_all.py{invocation['args']}`, {invocation['minutes']:.1f} min, "
-        f"reran: {', '.join(invocation['ran']) or 'nothing'}"
+        f"reran: {', '.join(invocation['ran']) or 'nothing'}{invocation['copied']}"
         + (f"; skipped (no such script on this branch): {', '.join(invocation['absent'])}" if invocation["absent"] else ""),
         f"- All sections: {total / 60:.1f} min of benchmark time. When each script ran, how long, and the load "
         "average (1 min) at its start and end - a section not rerun by the last invocation keeps the figures "
@@ -330,7 +332,24 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=C.REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="Comma-separated subset of: " + ", ".join(SCRIPTS))
     parser.add_argument("--render", action="store_true", help="Run nothing: rewrite the Markdown from BENCHMARKS.json.")
+    parser.add_argument("--take-from", type=Path, metavar="JSON",
+                        help="Run nothing: copy the --only scripts' stored figures (with their date, load and the "
+                             "yolopatch they measured) from another run's BENCHMARKS.json, then rewrite the Markdown.")
     args = parser.parse_args()
+    if args.take_from:
+        if not args.only:
+            parser.error("--take-from needs --only (the scripts to copy)")
+        taken = load_entries(args.take_from)
+        missing = [n for n in args.only.split(",") if n not in taken]
+        if missing:
+            parser.error(f"{args.take_from} holds no figures of: {', '.join(missing)}")
+        entries = load_entries(args.out.with_suffix(".json"))
+        entries.update({n: taken[n] for n in args.only.split(",")})
+        save_entries(args.out.with_suffix(".json"), entries)
+        copied = f"; copied {args.only} from {args.take_from}"
+        args.only, args.render = "", True
+    else:
+        copied = ""
     if args.render:
         args.only = ""
     wanted = args.only.split(",") if args.only else ([] if args.render else SCRIPTS)
@@ -379,7 +398,7 @@ def main() -> None:
             ran.append(name)
             save_entries(store, entries)  # after every script: an interrupted run keeps what it measured
     invocation = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "ran": ran, "absent": absent,
-                  "args": "".join(f" {a}" for a in sys.argv[1:]), "minutes": (time.perf_counter() - start) / 60}
+                  "args": "".join(f" {a}" for a in sys.argv[1:]), "copied": copied, "minutes": (time.perf_counter() - start) / 60}
     text = render(entries, machine, invocation)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {args.out} and {store.name} ({invocation['minutes']:.1f} min)")
