@@ -222,6 +222,9 @@ def render(entries: dict, machine: dict, invocation: dict) -> str:
         lines.append(f"  - `bench_{name}.py`: {e['date']}, {e['seconds']:.0f} s, load {e['load_start'][0]:.2f} -> "
                      f"{e['load_end'][0]:.2f}" + (f", torch threads {e['threads']}" if e.get("threads") else "")
                      + (f", yolopatch measured: {e.get('yolopatch', 'unknown')}" if e.get("yolopatch", "unknown") != machine["yolopatch"] else ""))
+    for name in SCRIPTS:
+        if name not in results and name != "threads":
+            lines.append(f"  - `bench_{name}.py`: no figures stored (not run to the end, or absent on this branch)")
     lines += ["", "- Load: " + (load_note(max(starts)) if starts else "-") + " Wall times of the CLI and verify "
               "figures come with their CPU seconds in the notes: CPU close to wall means the figure is the work "
               "itself; wall well above CPU means the process waited for a core or the disk.",
