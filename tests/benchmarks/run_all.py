@@ -189,6 +189,14 @@ def load_note(started: tuple) -> str:
             "robust figures.")
 
 
+def span(entry: dict) -> tuple[float, float]:
+    """(start, end) of a stored script run in seconds since the epoch (its date has minute resolution)."""
+    import calendar
+
+    start = calendar.timegm(time.strptime(entry["date"], "%Y-%m-%d %H:%M UTC"))
+    return start, start + entry["seconds"]
+
+
 def render(entries: dict, machine: dict, invocation: dict) -> str:
     """The Markdown of every script's stored figures (entries: script name -> what run_entry stored)."""
     results = {name: entries[name] for name in SCRIPTS if name in entries}
@@ -218,9 +226,13 @@ def render(entries: dict, machine: dict, invocation: dict) -> str:
         f"- All sections: {total / 60:.1f} min of benchmark time. When each script ran, how long, and the load "
         "average (1 min) at its start and end - a section not rerun by the last invocation keeps the figures "
         "and the date of the run that measured them:", ""]
+    spans = {name: span(e) for name, e in results.items()}
     for name, e in results.items():
+        alongside = [f"bench_{o}.py" for o in results if o != name and spans[o][0] < spans[name][1] - 60
+                     and spans[name][0] < spans[o][1] - 60]
         lines.append(f"  - `bench_{name}.py`: {e['date']}, {e['seconds']:.0f} s, load {e['load_start'][0]:.2f} -> "
                      f"{e['load_end'][0]:.2f}" + (f", torch threads {e['threads']}" if e.get("threads") else "")
+                     + (f", ran alongside {', '.join(alongside)} (separate invocations)" if alongside else "")
                      + (f", yolopatch measured: {e.get('yolopatch', 'unknown')}" if e.get("yolopatch", "unknown") != machine["yolopatch"] else ""))
     for name in SCRIPTS:
         if name not in results and name != "threads":
