@@ -71,6 +71,11 @@ CAUSES = {
         "seconds in the note with the wall time) or a regression that imports `yolopatch.plan` again: check "
         "the -X importtime figures in the note; `api._transition_to` must return before `from . import plan` "
         "when nothing stays applied."),
+    "`yolopatch --help": (
+        "`--help` imports only click and yolopatch.cli (the import-torch row checks what stays out). Compare it "
+        "with `python -c pass` measured in the same run, the floor no command goes below: when the floor itself "
+        "reads several times its idle 0.08 s, the miss is the machine's load; the note's -X importtime list "
+        "names the imports to cut otherwise."),
     "`yolopatch list": (
         "`list` imports yolopatch.api (engine, diffs -> difflib, manifest, runlock, targets) only to call "
         "`recipes.load_all`. Fix (yolopatch/cli.py, `list_cmd` and `show`): import `recipes` directly "
