@@ -273,6 +273,30 @@ def fresh_ultralytics(dest: Path) -> Path:
     return upstream().fresh_copy(source, dest)
 
 
+def cached_env(base: dict | None = None) -> dict:
+    """The environment of a CLI timing: compiled bytecode available, as after `pip install` (written once
+    into a private PYTHONPYCACHEPREFIX under BENCH_CACHE, never into the repository)."""
+    env = dict(os.environ if base is None else base)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(BENCH_CACHE / "pycache")
+    return env
+
+
+def yolopatch_cmd(*args) -> list[str]:
+    """The real console entry in a new interpreter (sys.executable directly, no shell shim)."""
+    return [PYTHON, "-m", "yolopatch", *map(str, args)]
+
+
+def cli_supports(command: str, option: str) -> bool:
+    """Whether the yolopatch this benchmark runs has `option` on `command` (read from its --help), for
+    figures of capabilities merged on other branches."""
+    import tempfile
+
+    # not run from the repository: `python -m` puts the working folder first on sys.path
+    done = subprocess.run(yolopatch_cmd(command, "--help"), capture_output=True, text=True, cwd=tempfile.gettempdir())
+    return done.returncode == 0 and option in done.stdout
+
+
 def set_torch_threads():
     import torch
 

@@ -6,6 +6,17 @@ Each script runs in its own subprocess and hands its figures back as JSON; this 
 adds the machine description and writes the Markdown. A script that fails is reported as a MISS with its
 error instead of stopping the run. YOLOPATCH_BENCH_THREADS, if set, fixes the torch thread count of the
 module and model benchmarks; otherwise bench_threads.py's calibration chooses it (see BENCHMARKS.md).
+
+Every script's figures are also kept in BENCHMARKS.json beside the Markdown (written after each script,
+so an interrupted run keeps what it measured). `--only a,b` reruns those scripts and keeps the others'
+figures from that file; the Markdown then says when each section was run, under which load and on which
+yolopatch. `--render` rewrites the Markdown from the file alone; `--only a,b --take-from OTHER.json` copies
+those scripts' figures from another run's file (one measured with another yolopatch, say).
+A script named in SCRIPTS whose file is absent (written on another branch) is skipped and listed as such.
+
+The yolopatch measured is the one `python -m yolopatch` imports outside the repository: PYTHONPATH first (run
+`PYTHONPATH=$PWD python tests/benchmarks/run_all.py` from a worktree), else the installed package.
+BENCHMARKS.md names its folder and commit.
 """
 
 from __future__ import annotations
@@ -22,17 +33,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-SCRIPTS = ["threads", "cli", "bases", "verify", "modules", "revcol", "gsconv", "iou", "models"]
-TORCH_SCRIPTS = {"modules", "revcol", "gsconv", "iou", "models"}
+SCRIPTS = ["threads", "cli", "bases", "edits", "add", "verify", "verify_scale", "fit", "modules", "revcol", "gsconv",
+           "iou", "fuse", "models"]
+TORCH_SCRIPTS = {"modules", "revcol", "gsconv", "iou", "models"}   # torch threads chosen by calibration (bench_fuse: 1)
 GROUP_TITLES = {
-    "CLI": "CLI: start-up, apply, revert",
+    "CLI": "CLI: start-up, apply, revert, add, bases",
     "verify": "verify",
     "modules": "Modules",
+    "iou": "IoU losses",
+    "fuse": "Fused inference (one thread)",
     "trade": "What a user trades (ultralytics, 640x640, batch 1)",
     "machine": "Thread calibration",
 }
+SCRIPT_GROUPS = {"cli": "CLI", "bases": "CLI", "edits": "CLI", "add": "CLI", "verify": "verify",
+                 "verify_scale": "verify", "fit": "verify", "models": "trade", "threads": "machine", "iou": "iou",
+                 "fuse": "fuse"}
 IDLE_LOAD = 0.5  # 1-minute load average below which the machine counts as idle at the start
-GROUP_ORDER = ["CLI", "verify", "modules", "trade", "machine"]
+GROUP_ORDER = ["CLI", "verify", "modules", "iou", "fuse", "trade", "machine"]
 
 # Why a figure misses its target and what fixes the cause, shown under the table when that figure is a
 # MISS in this run. Keys are substrings of the figure text. Written from the measurements (instrumented
@@ -54,6 +71,11 @@ CAUSES = {
         "seconds in the note with the wall time) or a regression that imports `yolopatch.plan` again: check "
         "the -X importtime figures in the note; `api._transition_to` must return before `from . import plan` "
         "when nothing stays applied."),
+    "`yolopatch --help": (
+        "`--help` imports only click and yolopatch.cli (the import-torch row checks what stays out). Compare it "
+        "with `python -c pass` measured in the same run, the floor no command goes below: when the floor itself "
+        "reads several times its idle 0.08 s, the miss is the machine's load; the note's -X importtime list "
+        "names the imports to cut otherwise."),
     "`yolopatch list": (
         "`list` imports yolopatch.api (engine, diffs -> difflib, manifest, runlock, targets) only to call "
         "`recipes.load_all`. Fix (yolopatch/cli.py, `list_cmd` and `show`): import `recipes` directly "
@@ -88,7 +110,59 @@ CAUSES = {
         "against 57.5 s (2026-11-22, load 3.8), so runner.env.set_threads' one thread per runner is right. "
         "What would cut the CPU work (yolopatch/verify): count FLOPs once per YAML at its first scale and "
         "only build + shape-check the other scales (or make `--one-scale` the default and the five-scale "
-        "sweep opt-in), which removes about two thirds of the build/shapes/figures seconds in the note."),
+        "sweep opt-in), which removes about two thirds of the build/shapes/figures seconds in the note. Since "
+        "the `amp` and `fuse` steps joined the default ladder (the --fit work), `amp` is the largest summed "
+        "step (see the note): a bfloat16 autocast train step and a bfloat16 forward on a CPU without AVX-512 or "
+        "bf16 instructions (this one: /proc/cpuinfo lists neither), where bfloat16 runs far slower than float32. "
+        "What would meet 45 s again: run `amp` at the first scale's smallest input only, or make it opt-in "
+        "on CPUs without bf16 support (it checks what a GPU run would do)."),
+    "`yolopatch bases --json`": (
+        "`bases` reads every stock config of the release and classifies it for every recipe; its CPU time (in "
+        "the note) is the part yolopatch controls. When the wall time is well above the CPU "
+        "time the process waited for a core: other jobs on the two cores (see the load average). If the CPU time "
+        "itself is above 0.5 s, profile `python -X importtime -m yolopatch bases --json` and "
+        "`cProfile`: the interpreter floor is ~0.08 s."),
+    "--base all`": (
+        "the apply writes one YAML per (base, recipe) pair, over 150 files, each saved with fsync (crash safety of "
+        "the journal) - the note gives the fsync calls and seconds of the instrumented run "
+        "and libcst's small share (only the pieces of tasks.py are parsed). On a shared disk and shared cores "
+        "the fsyncs and the waits for a core dominate (compare CPU with wall time). What would cut it: one "
+        "fsync of the folder after writing the derived YAMLs (they are new files, recreated by a rerun) instead "
+        "of one per file."),
+    "`yolopatch add": (
+        "`add` reads the module file with libcst (roles, imports) and applies it like `apply`: interpreter, "
+        "`import libcst`, the parse of the pieces of tasks.py, the writes with fsync. A miss with CPU time well "
+        "under the wall time is machine load; with CPU time near the wall time, see the split of `apply` in the "
+        "CLI rows, which add shares."),
+    "three-way merge": (
+        "the merge adds merge3 over tasks.py and a compile of the merged file to the work of a plain apply / "
+        "revert; compare with the plain apply measured in the same rounds (its row) and the CPU seconds: when both "
+        "miss alike, the cause is the apply's (see its cause) or the machine's load, not the merge."),
+    "`yolopatch apply mobilenetv4` (plain)": (
+        "the same work as the CLI apply above with one recipe; compare its CPU time with the wall time to tell "
+        "machine load from a regression."),
+    "seconds per model once warm": (
+        "the marginal model costs the build, the shape check at 128 px and the FLOP count at 640 px on the meta "
+        "device, on one torch thread; the large derived models (RT-DETR-x, YOLOv9-e, the P6 models) take several "
+        "seconds each for the FLOP count alone (the slowest models are listed in the next rows; a trial at load "
+        "2.4 on 2026-11-29 gave rtdetr-l 7.3 s, of which the figures step 5.4 s, and yolov8n 1.1 s). What would meet 2 s: "
+        "count FLOPs only when a figure is asked for (`--quick` without figures), or count them from the layer "
+        "shapes the shape step already records instead of a second traced forward; under load, the CPU seconds "
+        "in the note divided by the model count give the cost without the waits."),
+    "`verify --fit`": (
+        "a fit is two fresh interpreters (the trainer's and best.pt's predictor), each importing torch and the "
+        "target (verify's own `import` step took 5.4 s on an idle machine, 2026-11-22), plus the target trainer's own fixed costs per epoch (dataset scan and "
+        "cache, validation, checkpoint save, final evaluation of best.pt); the stock yolov8n row is the same "
+        "work without a patch and shows that this floor is the trainer's, not the recipe's. The CPU seconds of "
+        "the two interpreters (in each note) are the work itself, to compare with the 30 s budget; on a shared "
+        "machine the wait for a core adds to every part, and the wall time follows the load. What would cut it: run the predictor in the trainer's "
+        "interpreter when `--fit` runs without `--python` isolation, saving one torch import (~5 s)."),
+    "with every conv+BN folded by hand": (
+        "fuse() left a conv + BatchNorm pair unfolded that the hand fold found (compare the BatchNorm counts in "
+        "the note), or, with equal counts, the difference is timing spread on a shared machine: the three "
+        "copies run alternately in one process on one thread, so the ratio is robust to slow load changes but "
+        "not to bursts; rerun, and if it persists, list the modules whose BatchNorm survives fuse() "
+        "(verify's fuse step names them)."),
 }
 
 
@@ -96,12 +170,14 @@ def run_script(name: str, out: Path, env: dict, quick: bool) -> tuple[dict, floa
     script = C.HERE / f"bench_{name}.py"
     cmd = [C.PYTHON, str(script), "--json", str(out)] + (["--quick"] if quick else [])
     start = time.perf_counter()
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    # From a neutral folder: `python -m yolopatch` in the scripts then imports the yolopatch PYTHONPATH (or the
+    # installation) names, never one found through the working folder.
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tempfile.gettempdir())
     elapsed = time.perf_counter() - start
     sys.stdout.write(done.stdout)
     if done.returncode or not out.is_file():
         error = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        group = {"cli": "CLI", "verify": "verify", "models": "trade", "threads": "machine"}.get(name, "modules")
+        group = SCRIPT_GROUPS.get(name, "modules")
         return {"rows": [C.row(group, f"bench_{name}.py", "runs", "failed", "MISS", error[:500])],
                 "details": {"stderr": done.stderr[-5000:]}}, elapsed, done.stderr
     return json.loads(out.read_text(encoding="utf-8")), elapsed, done.stderr
@@ -112,17 +188,32 @@ def md_escape(text: str) -> str:
 
 
 def load_note(started: tuple) -> str:
-    """What the load average says about the run (the benchmarks' own two threads keep it near 2)."""
+    """What the load average says about the run (the benchmarks' own two threads keep it near 2); `started`
+    is the highest load average any script started at."""
     if started[0] < IDLE_LOAD:
         return ("the machine was otherwise idle when the run started; the load during the run is the "
                 "benchmarks' own threads.")
-    return ("other jobs shared the cores, so wall times are higher and noisier than on an idle machine; ratios "
-            "measured side by side (ours vs timm, alternating runs in one process) are the most robust figures.")
+    return (f"other jobs shared the cores (a load average up to {started[0]:.1f} at a script's start, on "
+            f"{os.cpu_count()} cores), so wall times are higher and noisier than on an idle machine: a process "
+            "waits for a core a good part of its wall time, which the CPU seconds in the notes leave out. Ratios "
+            "measured side by side (ours vs timm, fuse() vs by hand: alternating runs in one process) are the most "
+            "robust figures.")
 
 
-def render(results: dict, durations: dict, machine: dict, threads_used: dict, quick: bool,
-           started: tuple, finished: tuple, total: float) -> str:
+def span(entry: dict) -> tuple[float, float]:
+    """(start, end) of a stored script run in seconds since the epoch (its date has minute resolution)."""
+    import calendar
+
+    start = calendar.timegm(time.strptime(entry["date"], "%Y-%m-%d %H:%M UTC"))
+    return start, start + entry["seconds"]
+
+
+def render(entries: dict, machine: dict, invocation: dict) -> str:
+    """The Markdown of every script's stored figures (entries: script name -> what run_entry stored)."""
+    results = {name: entries[name] for name in SCRIPTS if name in entries}
     rows = [r for name in SCRIPTS if name in results for r in results[name]["rows"]]
+    rows += [r for name in SCRIPTS if name in results for r in results[name].get("calibration", [])]
+    quick = any(e.get("quick") for e in results.values())
     lines = ["# Benchmarks", "",
              "Generated by `python tests/benchmarks/run_all.py` (one run of every `tests/benchmarks/bench_*.py`; "
              "each script also runs alone and prints its figures). Do not edit by hand: rerun the command.", ""]
@@ -130,28 +221,51 @@ def render(results: dict, durations: dict, machine: dict, threads_used: dict, qu
         lines += ["**Quick run (`--quick`): fewer repetitions and a subset of the models; not the reference "
                   "table.**", ""]
     libs = ", ".join(f"{k} {v}" for k, v in machine["libs"].items() if v)
+    threads_used = {name: e["threads"] for name, e in results.items() if e.get("threads")}
+    starts = [tuple(e["load_start"]) for e in results.values()]
+    total = sum(e["seconds"] for e in results.values())
     lines += [
         "## Machine and run", "",
         f"- CPU: {machine['cpu']}, {machine['cores']} cores (as seen by the process), RAM {machine['ram']}",
         f"- Python {machine['python']} ({machine['python_path']}), torch {machine['torch']}, {libs}",
         f"- Platform: {machine['platform']}",
-        f"- Date: {machine['date']}; whole run {total / 60:.1f} min "
-        f"({', '.join(f'{k} {v:.0f} s' for k, v in durations.items())})",
-        f"- Load average (1/5/15 min) at the start {started[0]:.2f} / {started[1]:.2f} / {started[2]:.2f}, at the end "
-        f"{finished[0]:.2f} / {finished[1]:.2f} / {finished[2]:.2f}: " + load_note(started),
-        "- torch intra-op threads per benchmark: " + ", ".join(f"{k} **{v.split()[0]}**" for k, v in threads_used.items())
-        + ". Chosen by a short calibration (last table) right before each script: 2 threads when a second "
-        "thread speeds a forward up by at least 1.2x at that moment, else 1 - when other jobs keep the cores "
-        "busy a 2-thread forward stalls at every OpenMP barrier and runs several times slower than 1 thread. "
-        "verify's runners set their own threads (1 each, see its row).",
-        "", "Reproduce: `python tests/benchmarks/run_all.py` (about 12 minutes on this machine when it is "
-        "not shared; `YOLOPATCH_BENCH_THREADS=2` forces two threads everywhere). Methods are described in each script's docstring; "
-        "in short:", "",
+        f"- yolopatch measured (the last invocation's; a section run with another says so below): "
+        f"{machine.get('yolopatch', 'unknown')}",
+        f"- Last invocation: {invocation['date']}, `run_all.py{invocation['args']}`, {invocation['minutes']:.1f} min, "
+        f"reran: {', '.join(invocation['ran']) or 'nothing'}{invocation['copied']}"
+        + (f"; skipped (no such script on this branch): {', '.join(invocation['absent'])}" if invocation["absent"] else ""),
+        f"- All sections: {total / 60:.1f} min of benchmark time. When each script ran, how long, and the load "
+        "average (1 min) at its start and end - a section not rerun by the last invocation keeps the figures "
+        "and the date of the run that measured them:", ""]
+    spans = {name: span(e) for name, e in results.items()}
+    for name, e in results.items():
+        alongside = [f"bench_{o}.py" for o in results if o != name and spans[o][0] < spans[name][1] - 60
+                     and spans[name][0] < spans[o][1] - 60]
+        lines.append(f"  - `bench_{name}.py`: {e['date']}, {e['seconds']:.0f} s, load {e['load_start'][0]:.2f} -> "
+                     f"{e['load_end'][0]:.2f}" + (f", torch threads {e['threads']}" if e.get("threads") else "")
+                     + (f", ran alongside {', '.join(alongside)} (separate invocations)" if alongside else "")
+                     + (f", yolopatch measured: {e.get('yolopatch', 'unknown')}" if e.get("yolopatch", "unknown") != machine["yolopatch"] else ""))
+    for name in SCRIPTS:
+        if name not in results and name != "threads":
+            lines.append(f"  - `bench_{name}.py`: no figures stored (not run to the end, or absent on this branch)")
+    lines += ["", "- Load: " + (load_note(max(starts)) if starts else "-") + " Wall times of the CLI and verify "
+              "figures come with their CPU seconds in the notes: CPU close to wall means the figure is the work "
+              "itself; wall well above CPU means the process waited for a core or the disk.",
+              "- torch intra-op threads per benchmark: " + (", ".join(f"{k} **{str(v).split()[0]}**" for k, v in threads_used.items()) or "-")
+              + ". Chosen by a short calibration (last table) right before each script: 2 threads when a second "
+              "thread speeds a forward up by at least 1.2x at that moment, else 1 - when other jobs keep the cores "
+              "busy a 2-thread forward stalls at every OpenMP barrier and runs several times slower than 1 thread. "
+              "verify's runners set their own threads (1 each, see its row); the fused-inference figures use 1 "
+              "thread by definition.",
+              "", "Reproduce: `python tests/benchmarks/run_all.py` (all scripts; `--only fuse,fit` reruns some and "
+              "keeps the rest from BENCHMARKS.json; `YOLOPATCH_BENCH_THREADS=2` forces two threads everywhere). "
+              "Methods are described in each script's docstring; in short:", "",
         "- CLI: wall time of the real entry point (`python -m yolopatch ...`, the interpreter binary itself, no "
         "shell shim), median of several runs after a warm-up, next to `python -c pass`; bytecode compiled once "
         "into a private PYTHONPYCACHEPREFIX as after `pip install` (the 'no cache' figure in the notes is with "
-        "PYTHONDONTWRITEBYTECODE=1, this sandbox's default). apply/revert on a fresh copy of the newest "
+        "PYTHONDONTWRITEBYTECODE=1, this sandbox's default). apply/revert/add on a fresh copy of the newest "
         "ultralytics release per run.",
+        "- verify: the real console entry with `--json`; per-step seconds from its report.",
         "- Latency: `time.perf_counter()` around eval forwards under `torch.inference_mode()`, warm-up runs "
         "first, then the median of N.",
         "- Peak memory: resident set size, not tracemalloc (blind to torch's allocator). A fresh subprocess per "
@@ -163,11 +277,12 @@ def render(results: dict, durations: dict, machine: dict, threads_used: dict, qu
         "- Our modules are loaded straight from `recipes/` with importlib; timm models with "
         "`pretrained=False, features_only=True`.", ""]
     misses = []
-    for group in GROUP_ORDER:
+    groups = GROUP_ORDER + sorted({r["group"] for r in rows} - set(GROUP_ORDER))
+    for group in groups:
         group_rows = [r for r in rows if r["group"] == group]
         if not group_rows:
             continue
-        lines += [f"## {GROUP_TITLES[group]}", ""]
+        lines += [f"## {GROUP_TITLES.get(group, group)}", ""]
         if group == "trade" and "models" in results and "models" in results["models"]["details"]:
             lines += trade_table(results["models"]["details"], group_rows)
         else:
@@ -182,7 +297,8 @@ def render(results: dict, durations: dict, machine: dict, threads_used: dict, qu
     if not misses:
         lines += ["None: every figure with a target is at or inside it.", ""]
     for r in misses:
-        cause = next((text for key, text in CAUSES.items() if key in r["figure"]), None)
+        # later CAUSES entries are the more specific ones (e.g. "three-way merge" within "`yolopatch apply"): they win
+        cause = next((text for key, text in reversed(CAUSES.items()) if key in r["figure"]), None)
         lines += [f"- **{r['figure']}** (target {r['target']}, measured {r['measured']}): "
                   + (cause or f"see the notes: {r['note']}"), ""]
     return "\n".join(lines).rstrip() + "\n"
@@ -214,51 +330,104 @@ def trade_table(details: dict, rows: list[dict]) -> list[str]:
     return lines
 
 
+def yolopatch_measured() -> str:
+    """Which yolopatch the scripts run (`python -m yolopatch` outside the repository) and its git commit."""
+    probe = "import yolopatch, os; print(os.path.dirname(os.path.dirname(os.path.abspath(yolopatch.__file__))))"
+    done = subprocess.run([C.PYTHON, "-c", probe], capture_output=True, text=True, cwd=tempfile.gettempdir())
+    root = done.stdout.strip() or "unknown"
+    commit = subprocess.run(["git", "-C", root, "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    head = commit.stdout.strip()
+    return f"{root}" + (f" at `{head[:90]}`" if head else "")
+
+
+def load_entries(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["scripts"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def save_entries(path: Path, entries: dict) -> None:
+    path.write_text(json.dumps({"schema": "yolopatch-benchmarks/1", "scripts": entries}, indent=1) + "\n",
+                    encoding="utf-8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Fewer repetitions (smoke run; marked in the file).")
     parser.add_argument("--out", type=Path, default=C.REPO / "BENCHMARKS.md")
     parser.add_argument("--only", help="Comma-separated subset of: " + ", ".join(SCRIPTS))
+    parser.add_argument("--render", action="store_true", help="Run nothing: rewrite the Markdown from BENCHMARKS.json.")
+    parser.add_argument("--take-from", type=Path, metavar="JSON",
+                        help="Run nothing: copy the --only scripts' stored figures (with their date, load and the "
+                             "yolopatch they measured) from another run's BENCHMARKS.json, then rewrite the Markdown.")
     args = parser.parse_args()
-    names = [n for n in SCRIPTS if not args.only or n in args.only.split(",")]
-    started, start = C.loadavg(), time.perf_counter()
+    if args.take_from:
+        if not args.only:
+            parser.error("--take-from needs --only (the scripts to copy)")
+        taken = load_entries(args.take_from)
+        missing = [n for n in args.only.split(",") if n not in taken]
+        if missing:
+            parser.error(f"{args.take_from} holds no figures of: {', '.join(missing)}")
+        entries = load_entries(args.out.with_suffix(".json"))
+        entries.update({n: taken[n] for n in args.only.split(",")})
+        save_entries(args.out.with_suffix(".json"), entries)
+        copied = f"; copied {args.only} from {args.take_from}"
+        args.only, args.render = "", True
+    else:
+        copied = ""
+    if args.render:
+        args.only = ""
+    wanted = args.only.split(",") if args.only else ([] if args.render else SCRIPTS)
+    unknown = sorted(set(wanted) - set(SCRIPTS))
+    if unknown:
+        parser.error(f"unknown script(s): {', '.join(unknown)}")
+    absent = [n for n in SCRIPTS if n in wanted and not (C.HERE / f"bench_{n}.py").is_file()]
+    names = [n for n in SCRIPTS if n in wanted and n not in absent]
+    store = args.out.with_suffix(".json")
+    # a partial run keeps the other scripts' stored figures; a full run replaces them all
+    entries = load_entries(store) if args.only or args.render else {}
+    start = time.perf_counter()
     machine = C.machine()
+    machine["yolopatch"] = yolopatch_measured()
     env = dict(os.environ)
-    results, durations, threads_used = {}, {}, {}
+    ran = []
     with tempfile.TemporaryDirectory(prefix="yolopatch-bench-") as tmp:
         fixed = env.get("YOLOPATCH_BENCH_THREADS")
-        calibrations = []
         for name in names:
             if name == "threads":
                 continue
+            entry = {"load_start": C.loadavg(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                     "quick": args.quick, "yolopatch": machine["yolopatch"]}
+            calibration_seconds = 0.0
             if name in TORCH_SCRIPTS:
                 if fixed:
                     env["YOLOPATCH_BENCH_THREADS"] = fixed
-                    threads_used[name] = f"{fixed} (YOLOPATCH_BENCH_THREADS)"
-                elif "threads" in names:
+                    entry["threads"] = f"{fixed} (YOLOPATCH_BENCH_THREADS)"
+                else:
                     # Calibrate right before each torch benchmark: the load other jobs put on the cores
                     # changes within minutes, and with it whether a second thread helps or stalls.
                     out = Path(tmp) / f"threads-{name}.json"
-                    got, seconds, _ = run_script("threads", out, env, args.quick)
+                    got, calibration_seconds, _ = run_script("threads", out, env, args.quick)
                     chosen = got["details"].get("chosen_threads", 1)
                     for r in got["rows"]:
                         r["figure"] = f"before bench_{name}.py: {r['figure']}"
-                    calibrations += got["rows"]
-                    durations["threads"] = durations.get("threads", 0.0) + seconds
+                    entry["calibration"] = got["rows"]
                     env["YOLOPATCH_BENCH_THREADS"] = str(chosen)
-                    threads_used[name] = f"{chosen} (calibrated just before)"
-                else:
-                    env["YOLOPATCH_BENCH_THREADS"] = "2"
-                    threads_used[name] = "2 (default)"
+                    entry["threads"] = f"{chosen} (calibrated just before)"
             print(f"== bench_{name}.py", flush=True)
-            results[name], durations[name], stderr = run_script(name, Path(tmp) / f"{name}.json", env, args.quick)
-            print(f"   ({durations[name]:.0f} s)", flush=True)
-        if calibrations:
-            results["threads"] = {"rows": calibrations, "details": {}}
-    total = time.perf_counter() - start
-    text = render(results, durations, machine, threads_used, args.quick, started, C.loadavg(), total)
+            result, seconds, _ = run_script(name, Path(tmp) / f"{name}.json", env, args.quick)
+            print(f"   ({seconds:.0f} s)", flush=True)
+            entry.update(rows=result["rows"], seconds=seconds + calibration_seconds, load_end=C.loadavg(),
+                         details=result.get("details", {}) if name == "models" else {})
+            entries[name] = entry
+            ran.append(name)
+            save_entries(store, entries)  # after every script: an interrupted run keeps what it measured
+    invocation = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "ran": ran, "absent": absent,
+                  "args": "".join(f" {a}" for a in sys.argv[1:]), "copied": copied, "minutes": (time.perf_counter() - start) / 60}
+    text = render(entries, machine, invocation)
     args.out.write_text(text, encoding="utf-8")
-    print(f"wrote {args.out} ({total / 60:.1f} min)")
+    print(f"wrote {args.out} and {store.name} ({invocation['minutes']:.1f} min)")
 
 
 if __name__ == "__main__":
