@@ -191,3 +191,23 @@ def test_non_finite_outputs_fail_when_a_new_module_makes_them_and_are_noted_othe
     message = _low_precision_forward(model, _news(model), "cpu", torch.bfloat16)
     assert message == ("bfloat16 forward runs; its output turns non-finite in Overflow (row 1), a module of the "
                        "target itself, from finite inputs (not caused by the new modules)")
+
+
+def test_fuse_step_reports_but_passes_batchnorms_left_in_the_users_added_modules():
+    """A module file the user added (a local recipe) is folded as far as its structure allows; a BatchNorm its
+    structure keeps is named in the message, not a failure. The same module from a shipped recipe fails."""
+    from yolopatch.verify.protocol import ModuleDeclaration
+
+    for local in (True, False):
+        torch.manual_seed(0)
+        model = _trained_stats(Rows(Stage(3, 8), PreNormStage(), Stage(8, 8), new=(Stage, PreNormStage)))
+        news = [NewModule(n.position, n.row, n.layer, ModuleDeclaration("same-width", recipe="r", local=local))
+                for n in _news(model)]
+        if local:
+            message = fuse_step(model, news, "detect")
+            assert message.startswith("fuse() folded 3 of 4 BatchNorm layer(s) of new modules; left in your added "
+                                      "modules, whose structure fuse() cannot fold")
+            assert "PreNormStage (row 1): norm; every row's output equals the unfused eval model's" in message
+        else:
+            with pytest.raises(StepFailure, match=r"^1 of 4 BatchNorm layer\(s\) of new modules left after fuse"):
+                fuse_step(model, news, "detect")

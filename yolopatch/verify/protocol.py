@@ -92,6 +92,7 @@ class ModuleDeclaration:
     channels: tuple = ()
     strides: tuple = ()
     recipe: str = ""
+    local: bool = False   # from the checkout's own recipes (yolopatch add): folded as far as its structure allows
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,8 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
     for recipe in resolved.values():
         for module in recipe.modules:
             selection.modules[module.name] = ModuleDeclaration(module.role, tuple(module.channels),
-                                                               tuple(module.strides), recipe.name)
+                                                               tuple(module.strides), recipe.name,
+                                                               _inside(recipe.folder, target.root))
     if state is not None:
         selection.new_module_files = _module_files(target, state)
         for recipe in resolved.values():
@@ -174,3 +175,12 @@ def select(target: Target, state: State | None, recipe_names: list, yaml_files: 
         raise RefusedError(f"nothing to verify: the selected recipes wrote no model YAML for {target.family}; "
                            "pass --yaml FILE")
     return selection
+
+
+def _inside(folder, root) -> bool:
+    """Whether a recipe lives in the checkout (a local recipe written by `yolopatch add`)."""
+    try:
+        Path(folder).resolve().relative_to(Path(root).resolve())
+        return True
+    except ValueError:
+        return False
