@@ -112,7 +112,9 @@ TASK_OF_CLASS = {"DetectionModel": "detect", "SegmentationModel": "segment", "Po
                  "ClassificationModel": "classify"}
 
 
-@pytest.mark.parametrize("version", list(STOCK_CONFIGS))
+# the middle release in the on-demand sweep (-m sweep): CI time; the oldest and newest run by default
+@pytest.mark.parametrize("version", [pytest.param(v, marks=pytest.mark.sweep) if v == upstream.MIDDLE_ULTRALYTICS else v
+                                     for v in STOCK_CONFIGS])
 def test_stock_task_configs_train_and_reload_on_ultralytics(tmp_path, version, user_fixes):
     """The release's own configs of every task it ships, verified on a patched copy: the task verify finds
     and the parameters it builds equal what the target's own guess_model_task and model class give. (In the
