@@ -209,7 +209,7 @@ def test_moving_away_never_lowers_the_loss():
             assert after >= before - 1e-9, name
 
     check()
-    assert moved["moved"] >= 70, moved
+    assert moved["moved"] >= 60, moved  # a good share of the 100 cases moves the box (not only coincident centres)
 
 
 def test_eiou_can_fall_while_moving_away():
