@@ -60,10 +60,14 @@ def _refuse_taken_names(recipes: list[Recipe], target: Target, parser_source: by
             return None
 
     taken = resolvable(parser_source, target.parser_file, read)
-    routed = names_in_parse_model(parser_source)
+    routed = None  # parse_model's names, read only when a star-imported name is taken
     for recipe in recipes:
         for module in recipe.modules:
-            if module.name in taken and not _shadowable(module.name, taken[module.name], routed):
+            if module.name not in taken:
+                continue
+            if taken[module.name].startswith("star-imported") and routed is None:
+                routed = names_in_parse_model(parser_source)
+            if not _shadowable(module.name, taken[module.name], routed or set()):
                 raise RefusedError(f"recipe {recipe.name}: {module.name} is already a name parse_model resolves in "
                                    f"{target.parser_file} ({taken[module.name]}); rename the class")
 

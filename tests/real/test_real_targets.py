@@ -71,8 +71,8 @@ def _verify(request, root, flavour, quick: bool, yamls=()):
 WHOLE_LADDER_SAMPLE = ("mobilenetv4", "slimneck", "bifpn", "cbam", "dysample", "dcnv2", "timm")
 
 
-def _whole_ladder_here(root, flavour) -> bool:
-    return "8.2." not in release_label(root) and flavour != "yolov5-upstream"
+def _whole_ladder_here(label: str, flavour: str) -> bool:
+    return "8.2." not in label and flavour != "yolov5-upstream"
 
 
 def first_yaml_per_recipe(root: Path, names) -> dict:
@@ -93,7 +93,8 @@ def test_every_recipe_verifies(patched, request):
     YAML on the others); the whole ladder (but export) on a sample of recipes where the environment allows.
     The on-demand sweep (-m sweep) takes the whole ladder over every YAML."""
     root, flavour, _, names = patched
-    measured = flavour == "yolov5-pypi" or release_label(root).endswith(upstream.NEWEST_ULTRALYTICS)
+    label = release_label(root)
+    measured = flavour == "yolov5-pypi" or label.endswith(upstream.NEWEST_ULTRALYTICS)
     first = first_yaml_per_recipe(root, names)
     yamls = () if measured else [root / y for y in first.values()]
     report = _verify(request, root, flavour, quick=True, yamls=yamls)
@@ -102,12 +103,11 @@ def test_every_recipe_verifies(patched, request):
     else:  # chosen with --yaml: the report names them by path
         assert {m["yaml"] for m in report.models} == set(first.values())
     recorded = recorded_figures()  # `yolopatch show` prints recipes/*/figures.toml: it must match
-    label = release_label(root)
     for model in report.models:
         figure = recorded.get(Path(model["yaml"]).name)
         if figure and figure["target"] == label:
             assert model["params"] == figure["params"], f"{model['yaml']}: figures.toml is stale"
-    if _whole_ladder_here(root, flavour):
+    if _whole_ladder_here(label, flavour):
         sample = [root / first[name] for name in WHOLE_LADDER_SAMPLE]
         whole = _verify(request, root, flavour, quick=False, yamls=sample)
         assert {m["yaml"] for m in whole.models} == {first[name] for name in WHOLE_LADDER_SAMPLE}
@@ -118,7 +118,7 @@ def test_every_yaml_through_the_whole_ladder(patched, request):
     """On demand: the whole ladder (but export) on every YAML where the environment allows it (the quick
     ladder on the others)."""
     root, flavour, _, names = patched
-    report = _verify(request, root, flavour, quick=not _whole_ladder_here(root, flavour))
+    report = _verify(request, root, flavour, quick=not _whole_ladder_here(release_label(root), flavour))
     assert {m["source"] for m in report.models} == set(names)
 
 

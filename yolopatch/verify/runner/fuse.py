@@ -75,8 +75,8 @@ def fuse_step(model, news: list, kind: str) -> str:
     left = [(new, names) for new in news for names in [batchnorms(new.layer)] if names]
     # a shipped recipe keeps every pair foldable; a module file of the user's (yolopatch add) is folded as far
     # as its structure allows, and what stays is reported
-    kept = [(new, names) for new, names in left if new.declared is not None and new.declared.local]
-    failing = [(new, names) for new, names in left if not (new.declared is not None and new.declared.local)]
+    kept = [(new, names) for new, names in left if _users_own(new)]
+    failing = [(new, names) for new, names in left if not _users_own(new)]
     problems = []
     if failing:
         problems.append(f"{_count(failing)} of {before} BatchNorm layer(s) of new modules left after fuse(): "
@@ -98,6 +98,11 @@ def fuse_step(model, news: list, kind: str) -> str:
                   f"your added modules, whose structure fuse() cannot fold (a conv and its BatchNorm as siblings "
                   f"called from forward): {_listed(kept)}")
     return f"{folded}; every row's output equals the unfused eval model's ({agreement} at the head)"
+
+
+def _users_own(new) -> bool:
+    """A module of the checkout's own recipes (a file added with `yolopatch add`)."""
+    return new.declared is not None and new.declared.local
 
 
 def _count(left: list) -> int:
