@@ -1,7 +1,11 @@
 """Release coverage matrix: for each release, apply every recipe that declares its target family,
 verify the patched checkout (every generated YAML, plus the stock models against the pristine files),
 revert, and check the tree is byte-identical to before. The patched parser file must also equal the
-whole-file edit (apply parses only the pieces it edits). Writes the support table into README.md.
+whole-file edit (apply parses only the pieces it edits). Then `--base` on the newest model family the
+release ships (YOLOv8, YOLO11, YOLO26, ... one stock config per task): a group holding one recipe of each
+derivation kind is applied with `--base` to those configs, every derived YAML (alone and combined) goes
+through `verify --quick --one-scale`, and revert must again leave the tree as it was. Writes the support
+table into README.md.
 
 usage:
   python tests/matrix.py                 # the full list below
@@ -9,6 +13,7 @@ usage:
   python tests/matrix.py ultralytics==8.2.103 yolov5==7.0.14 upstream==7.0.14
   ... --write-readme                     # put the table between the README's support markers
   ... --full-ladder                      # also train, reload (default: import, names, build, shapes, stock, figures)
+  ... --base-groups N                    # the --base pass applies N groups of derivable recipes (default 1)
 
 Releases come from PyPI (tests/upstream.py caches them outside the repository).
 """
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -26,8 +32,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import upstream  # noqa: E402
+from derive_verify import groups, run_group  # noqa: E402
 from lookalikes import tree_snapshot  # noqa: E402
-from yolopatch import plan, recipes, targets  # noqa: E402
+from yolopatch import bases, plan, recipes, targets  # noqa: E402
+from yolopatch.derive.facts import KINDS  # noqa: E402
 from yolopatch.edits.parser_file import apply_patch_whole  # noqa: E402
 from yolopatch.errors import YolopatchError  # noqa: E402
 from yolopatch.verify import run_verify  # noqa: E402
@@ -43,6 +51,8 @@ FULL = [
     *(f"yolov5=={v}" for v in ("6.0.7", "6.1.9", "6.2.3", "7.0.14")),
     "upstream==6.2.3", "upstream==7.0.14",
 ]
+# Model families from oldest to newest: the --base pass derives onto the newest one a release ships.
+FAMILIES = ["yolov3", "yolov5", "yolov5u", "yolov6", "yolov8", "yolov9", "yolov10", "yolo11", "yolo12", "yolo26"]
 CI = [f"ultralytics=={v}"
       for v in (upstream.OLDEST_ULTRALYTICS, upstream.MIDDLE_ULTRALYTICS, upstream.NEWEST_ULTRALYTICS)] + [
     "yolov5==7.0.14", "upstream==7.0.14"]
@@ -97,17 +107,72 @@ def run_release(spec: str, full_ladder: bool) -> dict:
     return row
 
 
+def newest_family_bases(report: dict) -> tuple[str, list]:
+    """The newest family of stock configs some recipe derives onto, and its first config (shortest name)
+    of every task it ships."""
+    usable = [e for e in report["bases"] if e["family"] in FAMILIES and any(r["derives"] for r in e["recipes"].values())]
+    if not usable:
+        return "", []
+    family = max((e["family"] for e in usable), key=FAMILIES.index)
+    by_task = {}
+    for entry in sorted((e for e in usable if e["family"] == family), key=lambda e: (len(e["name"]), e["name"])):
+        by_task.setdefault(entry["task"], entry["name"])
+    return family, list(by_task.values())
+
+
+def run_bases(spec: str, group_count: int) -> dict:
+    """apply --base on the newest family's configs, verify --quick --one-scale every derived YAML, revert."""
+    started = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = upstream.fresh_copy(checkout(spec), Path(tmp) / "repo")
+        target = targets.detect(root)
+        chosen = [r for r in recipes.load_all().values() if r.derive.kind in KINDS and target.family in r.targets]
+        report = bases.report(target, None, chosen)
+        family, sample = newest_family_bases(report)
+        entries = {r.name: {"verified": 0, "passed": 0, "failures": []} for r in chosen}
+        combined: dict = {}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLOPATCH_VERIFY_THREADS": "1"}
+        applied = groups(chosen)[:group_count] if sample else []
+        for group in applied:
+            run_group(root, target, group, sample, report, entries, combined, env)
+    results = [*entries.values(), *combined.values()]
+    expected = sum(report_derives(report, sample, group) for group in applied)
+    return {"family": family, "bases": sample, "recipes": [r.name for group in applied for r in group],
+            "expected": expected, "verified": sum(e["verified"] for e in results),
+            "passed": sum(e["passed"] for e in results), "failures": [f for e in results for f in e["failures"]],
+            "seconds": round(time.time() - started)}
+
+
+def report_derives(report: dict, sample: list, group: list) -> int:
+    """How many YAMLs one group should derive onto the sample: each recipe alone, plus the combined one."""
+    count = 0
+    for entry in report["bases"]:
+        if entry["name"] in sample:
+            alone = sum(entry["recipes"][r.name]["derives"] for r in group)
+            count += alone + (1 if len(group) > 1 and alone == len(group) else 0)
+    return count
+
+
+def bases_cell(result: dict) -> str:
+    if not result["bases"]:
+        return "no derivable family"
+    good = result["passed"] == result["verified"] == result["expected"] and not result["failures"]
+    return f"{'✓' if good else '✗'} {result['family']}: {result['passed']}/{result['expected']}"
+
+
 def markdown(rows: list[dict]) -> str:
     recipes = sorted({name for row in rows for name in row["recipes"]})
-    head = "| release | " + " | ".join(recipes) + " | stock models | revert |"
-    lines = [head, "|" + "---|" * (len(recipes) + 3)]
+    with_bases = any("bases" in row for row in rows)
+    head = "| release | " + " | ".join(recipes) + " | stock models | revert |" + (" --base (newest family) |" if with_bases else "")
+    lines = [head, "|" + "---|" * (len(recipes) + 3 + with_bases)]
     for row in rows:
         if "error" in row:
             lines.append(f"| {row['release']} | " + " | ".join("✗" for _ in recipes) + f" | {row['error']} | |")
             continue
         cells = [("✓" if row["recipes"][r] == "pass" else "✗") if r in row["recipes"] else "–" for r in recipes]
         stock = "unchanged" if row["stock"] == "passed" else row["stock"]
-        lines.append(f"| {row['release']} | " + " | ".join(cells) + f" | {stock} | {row['revert']} |")
+        lines.append(f"| {row['release']} | " + " | ".join(cells) + f" | {stock} | {row['revert']} |"
+                     + (f" {bases_cell(row['bases'])} |" if "bases" in row else ""))
     return "\n".join(lines)
 
 
@@ -117,16 +182,22 @@ def main() -> int:
     parser.add_argument("--subset", choices=["ci", "full"], default=None)
     parser.add_argument("--write-readme", action="store_true")
     parser.add_argument("--full-ladder", action="store_true")
+    parser.add_argument("--base-groups", type=int, default=1, help="groups of derivable recipes for the --base pass (0: none)")
     args = parser.parse_args()
     releases = args.releases or (CI if args.subset == "ci" else FULL)
     rows = []
     for spec in releases:
         row = run_release(spec, args.full_ladder)
+        if args.base_groups and "error" not in row:
+            row["bases"] = run_bases(spec, args.base_groups)
         rows.append(row)
         failed = {k: v for k, v in row["recipes"].items() if v != "pass"}
         print(f"{row['release']}: {row.get('error') or ''}{len(row['recipes']) - len(failed)}/{len(row['recipes'])} "
               f"recipes pass, stock {row.get('stock')}, revert {row.get('revert')} ({row.get('seconds')} s)"
-              + (f" failures: {failed}" if failed else ""), flush=True)
+              + (f" failures: {failed}" if failed else "")
+              + (f"; --base {bases_cell(row['bases'])} on {', '.join(row['bases']['bases'])} ({row['bases']['seconds']} s)"
+                 + (f" failures: {row['bases']['failures'][:3]}" if row['bases']['failures'] else "")
+                 if "bases" in row else ""), flush=True)
     table = markdown(rows)
     print(table)
     if args.write_readme:
@@ -135,7 +206,8 @@ def main() -> int:
         text = text[: text.index(BEGIN)] + f"{BEGIN}\n{table}\n{END}" + text[text.index(END) + len(END):]
         readme.write_text(text)
     ok = all("error" not in r and r["revert"] == "identical" and r["stock"] == "passed"
-             and all(v == "pass" for v in r["recipes"].values()) for r in rows)
+             and all(v == "pass" for v in r["recipes"].values())
+             and ("bases" not in r or bases_cell(r["bases"]).startswith(("✓", "no derivable"))) for r in rows)
     return 0 if ok else 1
 
 
