@@ -14,6 +14,8 @@ import ast
 from pathlib import PurePosixPath
 from typing import Callable
 
+from . import pyast
+
 _NESTED = (ast.If, ast.Try, ast.With)
 
 
@@ -45,7 +47,7 @@ def bound_names(source: bytes, here: str, read: Callable[[str], bytes | None], p
                 _seen: frozenset = frozenset()) -> dict[str, str]:
     """Name -> where it comes from, for every global a module file binds at top level."""
     try:
-        tree = ast.parse(source)
+        tree = pyast.parse(source)
     except (SyntaxError, ValueError):
         return {}
     names: dict[str, str] = {}
@@ -97,7 +99,7 @@ def resolvable(parser_source: bytes, parser_file: str, read: Callable[[str], byt
 def names_in_parse_model(parser_source: bytes) -> set[str]:
     """Every bare name parse_model's body mentions: the names it routes (`if m in {Conv, C2f, ...}`)."""
     try:
-        tree = ast.parse(parser_source)
+        tree = pyast.parse(parser_source)
     except (SyntaxError, ValueError):
         return set()
     for node in _top_level(tree.body):

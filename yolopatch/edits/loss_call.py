@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import libcst as cst
 
+from .. import pyast
 from ..errors import RefusedError
 from .anchors import code_of
 from .parser_file import _first_newline, _splice  # the one splice of every piecewise edit
@@ -380,7 +381,7 @@ def _locate(source: bytes, site: Site) -> _LossPieces | None:
     try:
         if tokenize.detect_encoding(io.BytesIO(source).readline)[0] != "utf-8":
             return None
-        tree = ast.parse(source)
+        tree = pyast.parse(source)
     except (SyntaxError, ValueError):
         return None
     starts = _line_starts(source)
@@ -447,7 +448,7 @@ def classify_loss_file(source: bytes, edit: LossCallEdit, file: str) -> Classifi
 def import_destination(source: bytes, loss_file: str) -> str | None:
     """Where the IoU module goes, relative to the checkout root: the package folder `bbox_iou` is imported
     from (`.metrics` beside the loss file, `ultralytics.utils.metrics`, `utils.metrics`, ...)."""
-    tree = ast.parse(source)
+    tree = pyast.parse(source)
     for node in tree.body:
         if isinstance(node, ast.ImportFrom) and any(a.name == "bbox_iou" for a in node.names) and node.module:
             package = node.module.rpartition(".")[0].split(".") if "." in node.module else []

@@ -22,6 +22,7 @@ import io
 import tokenize
 from dataclasses import dataclass
 
+from .. import pyast
 from .anchors import SAVE_OUTPUT
 
 _SAVE_STEP = ast.dump(ast.parse(SAVE_OUTPUT).body[0])
@@ -53,7 +54,7 @@ def locate(source: bytes) -> Pieces | None:
     except SyntaxError:
         return None
     try:
-        tree = ast.parse(source)
+        tree = pyast.parse(source)
     except (SyntaxError, ValueError):
         return None
     line_starts = _line_starts(source)
