@@ -37,11 +37,14 @@ def yolov5_training_site() -> Path:
     """The folder holding the packages above (installed once into the test cache)."""
     folder = upstream.cache_dir() / "yolov5-training-site"
     marker = folder / ".complete"
-    if not marker.is_file() or marker.read_text(encoding="utf-8") != "\n".join(PACKAGES) + "\n":
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder),
-                        *PACKAGES], check=True)
-        marker.write_text("\n".join(PACKAGES) + "\n", encoding="utf-8")
-    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE, encoding="utf-8")
+    with upstream.cache_lock():
+        if not marker.is_file() or marker.read_text(encoding="utf-8") != "\n".join(PACKAGES) + "\n":
+            subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(folder),
+                            *PACKAGES], check=True)
+            marker.write_text("\n".join(PACKAGES) + "\n", encoding="utf-8")
+        sitecustomize = folder / "sitecustomize.py"
+        if not sitecustomize.is_file() or sitecustomize.read_text(encoding="utf-8") != SITECUSTOMIZE:
+            sitecustomize.write_text(SITECUSTOMIZE, encoding="utf-8")
     return folder
 
 

@@ -8,6 +8,8 @@ prefix) is rebuilt from the yolov5 PyPI package.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -27,6 +29,18 @@ def cache_dir() -> Path:
     return root
 
 
+@contextlib.contextmanager
+def cache_lock():
+    """Held while the cache is filled: the test run's workers (pytest -n) share it, and the first one to
+    need a release unpacks it while the others wait."""
+    with open(cache_dir() / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _wheel(project: str, version: str) -> Path:
     wheels = cache_dir() / "wheels"
     wheels.mkdir(exist_ok=True)
@@ -42,6 +56,13 @@ def pristine(project: str, version: str) -> Path:
     """The unpacked wheel (read-only by convention: copy it before patching)."""
     folder = cache_dir() / "unpacked" / f"{project}-{version}"
     if not folder.is_dir():
+        with cache_lock():
+            _unpack(project, version, folder)
+    return folder
+
+
+def _unpack(project: str, version: str, folder: Path) -> None:
+    if not folder.is_dir():
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         with zipfile.ZipFile(_wheel(project, version)) as archive:
@@ -49,16 +70,23 @@ def pristine(project: str, version: str) -> Path:
         for info in tmp.glob("*.dist-info"):
             shutil.rmtree(info)
         tmp.rename(folder)
-    return folder
 
 
 def upstream_yolov5(version: str = YOLOV5_PACKAGE) -> Path:
     """An upstream-layout YOLOv5 checkout rebuilt from the PyPI package (imports without `yolov5.`)."""
     folder = cache_dir() / "unpacked" / f"yolov5-upstream-{version}"
     if not folder.is_dir():
+        source = pristine("yolov5", version)
+        with cache_lock():
+            _rebuild_upstream(source, folder)
+    return folder
+
+
+def _rebuild_upstream(source: Path, folder: Path) -> None:
+    if not folder.is_dir():
         tmp = folder.with_name(folder.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(pristine("yolov5", version) / "yolov5", tmp)
+        shutil.copytree(source / "yolov5", tmp)
         for path in tmp.rglob("*.py"):
             text = path.read_text(encoding="utf-8")
             rewritten = text.replace("from yolov5.", "from ").replace("import yolov5.", "import ")
@@ -66,7 +94,6 @@ def upstream_yolov5(version: str = YOLOV5_PACKAGE) -> Path:
                 path.write_text(rewritten, encoding="utf-8")
         (tmp / "__init__.py").unlink(missing_ok=True)  # the checkout root is not a package
         tmp.rename(folder)
-    return folder
 
 
 def fresh_copy(source: Path, dest: Path) -> Path:

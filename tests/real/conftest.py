@@ -22,10 +22,11 @@ def _fixed_interpreter() -> Path:
     venv = upstream.cache_dir() / "venvs" / "user-fixes"
     python = venv / "bin" / "python"
     ready = venv / "ready"
-    if not ready.is_file() or ready.read_text() != "\n".join(USER_FIX_PACKAGES):
-        subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--clear", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", *USER_FIX_PACKAGES], check=True)
-        ready.write_text("\n".join(USER_FIX_PACKAGES))
+    with upstream.cache_lock():
+        if not ready.is_file() or ready.read_text() != "\n".join(USER_FIX_PACKAGES):
+            subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--clear", str(venv)], check=True)
+            subprocess.run([str(python), "-m", "pip", "install", "--quiet", *USER_FIX_PACKAGES], check=True)
+            ready.write_text("\n".join(USER_FIX_PACKAGES))
     return python
 
 
