@@ -9,6 +9,7 @@ usage:
   python tests/coverage.py --write-readme        # put it between the README's coverage markers
   ... --first-scale                              # build each YAML at its first scale only (faster)
   ... --json OUT                                 # keep the rows (written after each release)
+  python tests/coverage.py --render OUT [--write-readme]   # the table from kept rows, measuring nothing
   ... ultralytics==8.4.190 yolov5==7.0.14 upstream==7.0.14 --recipe mobilenetv4 --recipe slimneck
 
 Releases come from PyPI (tests/upstream.py caches them outside the repository). The whole run takes over
@@ -130,13 +131,18 @@ def main() -> None:
     parser.add_argument("--first-scale", action="store_true", help="build each YAML at its first scale only")
     parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")
     parser.add_argument("--json", type=Path, help="also write the rows here, after each release (a partial run keeps)")
+    parser.add_argument("--render", type=Path, help="measure nothing: the table from a file --json wrote")
     args = parser.parse_args()
-    chosen = covered_recipes(args.recipe)
-    rows = []
-    for spec in args.releases or DEFAULT:
-        rows.append(run_release(spec, chosen, args.first_scale, lambda m: print(m, file=sys.stderr, flush=True)))
-        if args.json:
-            args.json.write_text(json.dumps({"first_scale": args.first_scale, "rows": rows}, indent=1))
+    if args.render:
+        kept = json.loads(args.render.read_text())
+        args.first_scale, rows = kept["first_scale"], kept["rows"]
+    else:
+        rows = []
+        chosen = covered_recipes(args.recipe)
+        for spec in args.releases or DEFAULT:
+            rows.append(run_release(spec, chosen, args.first_scale, lambda m: print(m, file=sys.stderr, flush=True)))
+            if args.json:
+                args.json.write_text(json.dumps({"first_scale": args.first_scale, "rows": rows}, indent=1))
     table = markdown(rows, args.first_scale)
     print(table)
     if args.write_readme:

@@ -138,13 +138,14 @@ def worker(spec: dict) -> None:
 # Driver
 # ---------------------------------------------------------------------------------------------------------
 def shipped_recipes() -> list[str]:
-    """Every shipped recipe that declares the ultralytics target (read from recipes/*/recipe.toml)."""
+    """Every shipped recipe that declares the ultralytics target and generates YAMLs (read from
+    recipes/*/recipe.toml); the IoU-loss recipes change no model and exclude each other (bench_iou.py)."""
     import tomllib
 
     names = []
     for toml in sorted(C.RECIPES.glob("*/recipe.toml")):
         data = tomllib.loads(toml.read_text(encoding="utf-8"))
-        if "ultralytics" in data.get("targets", []):
+        if "ultralytics" in data.get("targets", []) and "loss" not in data:
             names.append(data["name"])
     return names
 

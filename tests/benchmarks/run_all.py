@@ -56,12 +56,16 @@ GROUP_ORDER = ["CLI", "verify", "modules", "iou", "fuse", "trade", "machine"]
 # apply, -X importtime, verify's per-step seconds); see the notes column for this run's numbers.
 CAUSES = {
     "`yolopatch apply": (
-        "apply parses with libcst only the pieces of tasks.py it edits (yolopatch/edits/pieces.py finds the "
-        "import block, `def parse_model` and the forward-loop methods with the stdlib `ast` in ~0.05 s; about "
-        "a sixth of the 106,000 characters) and splices them back; the rest of its time is the interpreter, "
-        "`import libcst` (~0.25 s, hundreds of dataclasses), click, rendering, the compile check and the "
-        "writes. A miss is machine load (compare the CPU seconds in the note) or a regression that parses "
-        "more: see the share-of-tasks.py figure and the split in the note."),
+        "on an idle machine the CPU seconds equal the wall time: the figure is apply's own work, not load. "
+        "Where it goes (instrumented, idle, 2026-11-30): the interpreter ~0.12 s, `import libcst` ~0.35 s "
+        "(hundreds of frozen dataclasses created at import; libcst is the product's editor), jinja2 0.06 s, click "
+        "and yolopatch ~0.1 s: about 0.65 s before the first edit; then the libcst parse of the 7 pieces of "
+        "tasks.py it edits (~0.2 s: yolopatch/edits/pieces.py cuts the import block, `def parse_model` and the "
+        "forward-loop methods with the stdlib `ast`, one parse of tasks.py shared by every reader), their code "
+        "generation, the compile check and the writes with fsync (~0.1 s). What would meet 1 s: parse fewer "
+        "pieces (the forward-loop methods take one small edit each and could be spliced from the `ast` "
+        "positions without libcst), or run apply's edits in a process that already has libcst imported; no "
+        "further cut is possible while each apply imports libcst."),
     "characters libcst parses": (
         "a piece was parsed twice or the whole-file fallback ran (yolopatch/edits/pieces.py `locate` returns "
         "None for files it cannot cut safely); check which pieces the instrumented run lists."),
@@ -114,8 +118,10 @@ CAUSES = {
         "the `amp` and `fuse` steps joined the default ladder (the --fit work), `amp` is the largest summed "
         "step (see the note): a bfloat16 autocast train step and a bfloat16 forward on a CPU without AVX-512 or "
         "bf16 instructions (this one: /proc/cpuinfo lists neither), where bfloat16 runs far slower than float32. "
-        "What would meet 45 s again: run `amp` at the first scale's smallest input only, or make it opt-in "
-        "on CPUs without bf16 support (it checks what a GPU run would do)."),
+        "`amp` already runs at the first scale only, on one image; its low-precision forward now runs without "
+        "the per-layer dtype hooks unless it fails (the hooks check every layer's tensors and are only needed "
+        "to name the layer at fault). What would meet 45 s: make the five-scale sweep opt-in (`--one-scale` "
+        "the default), which removes four of the six builds, shape checks and FLOP counts."),
     "`yolopatch bases --json`": (
         "`bases` reads every stock config of the release and classifies it for every recipe; its CPU time (in "
         "the note) is the part yolopatch controls. When the wall time is well above the CPU "

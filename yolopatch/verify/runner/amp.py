@@ -167,6 +167,17 @@ def _autocast_backward(adapter, model, task: str, news: list, device: str, dtype
 def _low_precision_forward(model, news: list, device: str, dtype) -> str:
     twin = deepcopy(model).to(device=device, dtype=dtype).eval()
     x = seeded_input(train_size(model), seed=5).to(device=device, dtype=dtype)
+    try:  # the common case, without hooks (they check every layer's tensors); a failure is run again traced
+        with torch.no_grad():
+            if bool(torch.isfinite(primary_tensor(twin(x)).float()).all()):
+                return f"{str(dtype)[6:]} forward runs, finite outputs"
+    except Exception:  # noqa: BLE001 - the traced run below raises it again and names the layer
+        pass
+    return _traced_forward(twin, x, news, dtype)
+
+
+def _traced_forward(twin, x, news: list, dtype) -> str:
+    """The same forward with a DtypeTrace: which layer raised, or first turned finite values non-finite."""
     name = str(dtype)[6:]
     trace = DtypeTrace(twin, dtype, [f"model.{new.position}" for new in news])
     try:
