@@ -49,6 +49,7 @@ SCRIPT_GROUPS = {"cli": "CLI", "bases": "CLI", "edits": "CLI", "add": "CLI", "ve
                  "verify_scale": "verify", "fit": "verify", "models": "trade", "threads": "machine", "iou": "iou",
                  "fuse": "fuse"}
 IDLE_LOAD = 0.5  # 1-minute load average below which the machine counts as idle at the start
+OWN_LOAD = 2.0   # what the benchmarks' own two torch threads leave in the 1-minute average for the next script
 GROUP_ORDER = ["CLI", "verify", "modules", "iou", "fuse", "trade", "machine"]
 
 # Why a figure misses its target and what fixes the cause, shown under the table when that figure is a
@@ -92,7 +93,10 @@ CAUSES = {
         "models up to 30% slower at batch 8; now torch's fused scaled_dot_product_attention, as timm). "
         "Single ratios of a few alternating runs on a shared machine spread by about +-10% (MobileNetV2 at "
         "batch 8 read 1.19 once and 0.94 when rerun on an idle machine): rerun to tell spread from a "
-        "regression, and profile both with torch.profiler if it persists."),
+        "regression, and profile both with torch.profiler if it persists. On the idle run of 2026-11-30 (two "
+        "torch threads) MobileNetV3Small at batch 8 read 1.15 while its batch-1 ratio was 1.00 and every other "
+        "pair 0.95-1.06: the smallest model has the shortest kernels, where two threads' synchronisation weighs "
+        "most; not yet profiled."),
     "construction (default arguments)": (
         "a module call ran while the backbone was being built (the note names the largest input): some "
         "__init__ probes its output shapes with a forward pass. The recipes' contract forbids it "
@@ -120,8 +124,13 @@ CAUSES = {
         "bf16 instructions (this one: /proc/cpuinfo lists neither), where bfloat16 runs far slower than float32. "
         "`amp` already runs at the first scale only, on one image; its low-precision forward now runs without "
         "the per-layer dtype hooks unless it fails (the hooks check every layer's tensors and are only needed "
-        "to name the layer at fault). What would meet 45 s: make the five-scale sweep opt-in (`--one-scale` "
-        "the default), which removes four of the six builds, shape checks and FLOP counts."),
+        "to name the layer at fault), which did not move the figure: bfloat16 itself is the cost. Measured "
+        "(idle, one thread, 96x160): RT-DETR-mobilenetv4 under bfloat16 autocast 2.8 s forward + 6.0 s backward "
+        "and 2.6 s for the bfloat16 eval forward, against 0.9 + 0.7 s in float32; yolov8n-mobilenetv4 about 1 s "
+        "in all. At 64x64 the RT-DETR part drops to 3.3 s. What would meet 45 s: run `amp` at a 2x-stride "
+        "input (once every recipe module is shown to run with a 2-pixel P5), or make the five-scale sweep "
+        "opt-in (`--one-scale` the default), which removes four of the six builds, shape checks and FLOP "
+        "counts."),
     "`yolopatch bases --json`": (
         "`bases` reads every stock config of the release and classifies it for every recipe; its CPU time (in "
         "the note) is the part yolopatch controls. When the wall time is well above the CPU "
@@ -168,7 +177,11 @@ CAUSES = {
         "the note), or, with equal counts, the difference is timing spread on a shared machine: the three "
         "copies run alternately in one process on one thread, so the ratio is robust to slow load changes but "
         "not to bursts; rerun, and if it persists, list the modules whose BatchNorm survives fuse() "
-        "(verify's fuse step names them)."),
+        "(verify's fuse step names them). Measured so far: with 0 BatchNorm left by both copies the ratio of one "
+        "model has moved between runs by more than the 3% margin (mobilenetv4 1.22 at load 3.7 on 2026-11-29, "
+        "1.02 on the idle machine the next day; a per-layer timing of the two copies, idle, gave the fused one "
+        "0.86-1.03x the hand-folded one at every row). A single model at 1.03-1.04 with equal counts is that "
+        "spread: the target needs more rounds (or a quieter timer) to tell 3% apart, not a change to fuse()."),
 }
 
 
@@ -193,12 +206,14 @@ def md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def load_note(started: tuple) -> str:
+def load_note(started: tuple, lowest: tuple) -> str:
     """What the load average says about the run (the benchmarks' own two threads keep it near 2); `started`
-    is the highest load average any script started at."""
-    if started[0] < IDLE_LOAD:
-        return ("the machine was otherwise idle when the run started; the load during the run is the "
-                "benchmarks' own threads.")
+    is the highest load average any script started at, `lowest` the lowest (an invocation's first script
+    starts at the machine's own load; the next ones at what the previous script's threads left)."""
+    if started[0] < IDLE_LOAD or (lowest[0] < IDLE_LOAD and started[0] <= OWN_LOAD):
+        return (f"the machine was otherwise idle when the run started (load average {lowest[0]:.2f}); the load "
+                f"during the run, up to {started[0]:.1f} at a script's start, is the benchmarks' own processes and "
+                "torch threads.")
     return (f"other jobs shared the cores (a load average up to {started[0]:.1f} at a script's start, on "
             f"{os.cpu_count()} cores), so wall times are higher and noisier than on an idle machine: a process "
             "waits for a core a good part of its wall time, which the CPU seconds in the notes leave out. Ratios "
@@ -254,7 +269,7 @@ def render(entries: dict, machine: dict, invocation: dict) -> str:
     for name in SCRIPTS:
         if name not in results and name != "threads":
             lines.append(f"  - `bench_{name}.py`: no figures stored (not run to the end, or absent on this branch)")
-    lines += ["", "- Load: " + (load_note(max(starts)) if starts else "-") + " Wall times of the CLI and verify "
+    lines += ["", "- Load: " + (load_note(max(starts), min(starts)) if starts else "-") + " Wall times of the CLI and verify "
               "figures come with their CPU seconds in the notes: CPU close to wall means the figure is the work "
               "itself; wall well above CPU means the process waited for a core or the disk.",
               "- torch intra-op threads per benchmark: " + (", ".join(f"{k} **{str(v).split()[0]}**" for k, v in threads_used.items()) or "-")
