@@ -58,6 +58,18 @@ def groups(chosen: list) -> list:
     return [[found[i] for found in by_kind.values() if i < len(found)] for i in range(count)]
 
 
+def derivable_recipes(target, names: list = ()) -> list:
+    """The shipped recipes with a [derive] table for the target's family (only `names`, when given)."""
+    return [r for r in recipes.load_all().values() if r.derive.kind in KINDS and target.family in r.targets
+            and (not names or r.name in names)]
+
+
+def verify_env() -> dict:
+    """One torch thread per verify runner (two shared cores), and this checkout's yolopatch first."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "YOLOPATCH_VERIFY_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+
+
 def sample_bases(report: dict, family: str, wanted: list) -> list:
     names = {entry["name"] for entry in report["bases"]}
     if wanted:
@@ -119,11 +131,9 @@ def run_release(spec: str, names: list, wanted_bases: list, progress) -> dict:
     title = spec.replace("==", " ").replace("upstream", "yolov5 upstream layout")
     with tempfile.TemporaryDirectory() as tmp:
         root = upstream.fresh_copy(checkout(spec), Path(tmp) / "repo")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLOPATCH_VERIFY_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-            p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+        env = verify_env()
         target = targets.detect(root)
-        chosen = [r for r in recipes.load_all().values() if r.derive.kind in KINDS and target.family in r.targets
-                  and (not names or r.name in names)]
+        chosen = derivable_recipes(target, names)
         report = bases.report(target, None, chosen)
         sample = sample_bases(report, target.family, wanted_bases)
         entries = {}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -33,10 +32,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import upstream  # noqa: E402
-from derive_verify import groups, run_group  # noqa: E402
+from derive_verify import derivable_recipes, groups, run_group, verify_env  # noqa: E402
 from lookalikes import tree_snapshot  # noqa: E402
 from yolopatch import bases, plan, recipes, targets  # noqa: E402
-from yolopatch.derive.facts import KINDS  # noqa: E402
 from yolopatch.edits.parser_file import apply_patch_whole  # noqa: E402
 from yolopatch.errors import YolopatchError  # noqa: E402
 from yolopatch.verify import run_verify  # noqa: E402
@@ -130,15 +128,14 @@ def run_bases(spec: str, group_count: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = upstream.fresh_copy(checkout(spec), Path(tmp) / "repo")
         target = targets.detect(root)
-        chosen = [r for r in recipes.load_all().values() if r.derive.kind in KINDS and target.family in r.targets]
+        chosen = derivable_recipes(target)
         report = bases.report(target, None, chosen)
         family, sample = newest_family_bases(report)
         entries = {r.name: {"verified": 0, "passed": 0, "failures": []} for r in chosen}
         combined: dict = {}
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "YOLOPATCH_VERIFY_THREADS": "1"}
         applied = groups(chosen)[:group_count] if sample else []
         for group in applied:
-            run_group(root, target, group, sample, report, entries, combined, env)
+            run_group(root, target, group, sample, report, entries, combined, verify_env())
     results = [*entries.values(), *combined.values()]
     expected = sum(report_derives(report, sample, group) for group in applied)
     return {"family": family, "bases": sample, "recipes": [r.name for group in applied for r in group],
