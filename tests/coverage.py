@@ -28,8 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import upstream  # noqa: E402
+from derive_verify import covered_recipes  # noqa: E402
 from lookalikes import tree_snapshot  # noqa: E402
-from yolopatch import bases, recipes, targets  # noqa: E402
+from yolopatch import bases, targets  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = Path(__file__).resolve().parent / "derive_build.py"
@@ -46,11 +47,6 @@ def yolopatch(*args) -> subprocess.CompletedProcess:
 def checkout(spec: str) -> Path:
     kind, version = spec.split("==")
     return upstream.upstream_yolov5(version) if kind == "upstream" else upstream.pristine(kind, version)
-
-
-def covered_recipes(names: list) -> list:
-    chosen = [r for r in recipes.load_all().values() if r.derive.kind == "backbone" or r.name in ("slimneck", "bifpn")]
-    return [r for r in chosen if not names or r.name in names]
 
 
 def build(root: Path, flavour: str, yamls: list, first_scale: bool) -> list:

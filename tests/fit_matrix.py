@@ -50,11 +50,8 @@ def checkout(spec: str) -> Path:
 
 
 def environment(spec: str) -> dict:
-    """The user's environment, fixed as verify's messages say for this machine's faults in older releases:
-    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (releases calling torch.load without weights_only), and for YOLOv5 the
-    packages its trainer needs (trainer_env.py)."""
-    env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    return trainer_env.yolov5_training_env(env) if spec.startswith(("yolov5==", "upstream==")) else env
+    """The user's environment, fixed as verify's messages say (trainer_env.users_fixes)."""
+    return trainer_env.users_fixes(spec, dict(os.environ))
 
 
 def yolopatch(args: list, env: dict) -> subprocess.CompletedProcess:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import upstream  # noqa: E402
-from derive_verify import derivable_recipes, groups, run_group, verify_env  # noqa: E402
+from derive_verify import derivable_recipes, groups, per_task_bases, run_group, verify_env  # noqa: E402
 from lookalikes import tree_snapshot  # noqa: E402
 from yolopatch import bases, plan, recipes, targets  # noqa: E402
 from yolopatch.edits.parser_file import apply_patch_whole  # noqa: E402
@@ -112,14 +112,11 @@ def run_release(spec: str, full_ladder: bool) -> dict:
 def newest_family_bases(report: dict) -> tuple[str, list]:
     """The newest family of stock configs some recipe derives onto, and its first config (shortest name)
     of every task it ships."""
-    usable = [e for e in report["bases"] if e["family"] in FAMILIES and any(r["derives"] for r in e["recipes"].values())]
+    usable = {key: name for key, name in per_task_bases(report).items() if key[0] in FAMILIES}
     if not usable:
         return "", []
-    family = max((e["family"] for e in usable), key=FAMILIES.index)
-    by_task = {}
-    for entry in sorted((e for e in usable if e["family"] == family), key=lambda e: (len(e["name"]), e["name"])):
-        by_task.setdefault(entry["task"], entry["name"])
-    return family, list(by_task.values())
+    family = max((found for found, _ in usable), key=FAMILIES.index)
+    return family, [name for (found, _), name in usable.items() if found == family]
 
 
 def run_bases(spec: str, group_count: int) -> dict:

@@ -409,6 +409,30 @@ def test_yaml_rows_of_a_multi_output_backbone_in_either_layout(aligned):
     assert yaml_row(model, backbone) == 0 and yaml_row(model, sppf) == 5
 
 
+def _toy_model(first_index: int, levels: int, sppf_index: int):
+    import types
+
+    backbone = _layer("Toy", first_index, feature_strides=[4, 8, 16, 32], feature_channels=[8, 16, 32, 64])
+    placeholders = [_layer("BackboneLevel", k, level=k) for k in range(1, levels + 1)]
+    return types.SimpleNamespace(model=[backbone, *placeholders, _layer("SPPF", sppf_index)])
+
+
+ROWS_TOY_SPPF = [[-1, 1, "Toy", []], [-1, 1, "SPPF", [64, 5]]]
+
+
+@pytest.mark.parametrize("model,problem", [
+    (_toy_model(0, 4, 5), None),                       # aligned: rows 0-4 the backbone's, row 5 SPPF
+    (_toy_model(4, 0, 5), None),                       # the older layout a hand-patched checkout builds
+    (_toy_model(0, 4, 6), "layer 5 says row 6"),       # a layer whose .i is not its position
+    (_toy_model(0, 3, 4), "5 layers for 6 YAML rows"),  # a placeholder short
+])
+def test_the_layer_table_must_match_the_yaml_rows(model, problem):
+    from yolopatch.verify.runner.layers import alignment_problem
+
+    found = alignment_problem(model, ROWS_TOY_SPPF)
+    assert (found is None) if problem is None else (problem in found and "freeze=N" in found)
+
+
 # environment or patch ------------------------------------------------------------------------------------------
 WEIGHTS_ONLY = ("the end of training (the target's strip_optimizer on the saved checkpoint) failed: UnpicklingError: "
                 "Weights only load failed. This file can still be loaded (at general.py:972 in strip_optimizer)")

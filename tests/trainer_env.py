@@ -55,3 +55,11 @@ def yolov5_training_env(base: dict) -> dict:
     env["PYTHONPATH"] = os.pathsep.join([site] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     return env
+
+
+def users_fixes(spec: str, base: dict) -> dict:
+    """`base` fixed as verify's messages tell a user for this machine's faults in older releases:
+    TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 (releases calling torch.load without weights_only), and for YOLOv5
+    (`yolov5==X` or `upstream==X`) the packages its trainer needs."""
+    env = {**base, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    return yolov5_training_env(env) if spec.startswith(("yolov5==", "upstream==")) else env

@@ -58,6 +58,24 @@ def yaml_row(model, layer) -> int:
     return index
 
 
+def alignment_problem(model, yaml_rows: list) -> str | None:
+    """Whether YAML row i is `model.model[i]` with `.i == i` (what `freeze=N` and the layer table rely on):
+    one layer per row, a multi-output backbone's later rows filled by placeholders. The older layout (one
+    layer for the whole backbone, as a checkout patched by hand may build it) is not held against the model:
+    yaml_row numbers its rows."""
+    layers = list(model.model)
+    if any(is_multi_output(m) for m in layers) and not any(is_placeholder(m) for m in layers):
+        return None
+    expected = len(yaml_rows) + sum(backbone_levels(m) - 1 for m in layers if is_multi_output(m))
+    wrong = [(position, int(getattr(m, "i", position))) for position, m in enumerate(layers)
+             if int(getattr(m, "i", position)) != position]
+    if len(layers) == expected and not wrong:
+        return None
+    said = [f"{len(layers)} layers for {expected} YAML rows"] if len(layers) != expected else []
+    said += [f"layer {position} says row {index}" for position, index in wrong[:3]]
+    return "the layer table does not match the YAML rows (freeze=N would freeze other layers): " + ", ".join(said)
+
+
 def _unwrapped(layer):
     """The module a YAML row names: parse_model wraps n > 1 repeats of it in an nn.Sequential."""
     if isinstance(layer, torch.nn.Sequential) and len(layer) and not str(getattr(layer, "type", "")).startswith(

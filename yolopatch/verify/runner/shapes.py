@@ -1,13 +1,13 @@
-"""Step 4: declared output channels and strides of every new module against a real forward, at a square
-and a non-square input; the head's input strides against the model's stride; the model's output against
-what its task's head must give (tasks.output_problems)."""
+"""Step 4: YAML row i is layer i; declared output channels and strides of every new module against a real
+forward, at a square and a non-square input; the head's input strides against the model's stride; the
+model's output against what its task's head must give (tasks.output_problems)."""
 
 from __future__ import annotations
 
 import torch
 
 from .adapters import primary_tensor
-from .layers import check_sizes, is_multi_output, seeded_input
+from .layers import alignment_problem, check_sizes, is_multi_output, seeded_input
 from .tasks import head, output_problems
 
 
@@ -124,6 +124,9 @@ def _head_strides(features, size, report) -> list:
 
 def check_shapes(model, news: list, declared_ch: list, yaml_rows: list, task: str, family: str) -> ShapeReport:
     report = ShapeReport()
+    misaligned = alignment_problem(model, yaml_rows)
+    if misaligned:
+        report.problems.append(misaligned)
     for new in news:
         if is_multi_output(new.layer):
             args = yaml_rows[new.row][3] if new.row < len(yaml_rows) else []
