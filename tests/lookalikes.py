@@ -164,6 +164,48 @@ head:
 """
 
 
+# The yolov5s head rows below SPPF, for yolov5_tutorial.
+_YOLOV5_HEAD_ROWS = """\
+  [[-1, 1, Conv, [{c4}, 1, 1]],
+   [-1, 1, nn.Upsample, [None, 2, 'nearest']],
+   [[-1, 3], 1, Concat, [1]],
+   [-1, {n}, C3, [{c4}, False]],  # 9
+   [-1, 1, Conv, [{c3}, 1, 1]],
+   [-1, 1, nn.Upsample, [None, 2, 'nearest']],
+   [[-1, 2], 1, Concat, [1]],
+   [-1, {n}, C3, [{c3}, False]],  # 13
+   [-1, 1, Conv, [{c3}, 3, 2]],
+   [[-1, 10], 1, Concat, [1]],
+   [-1, {n}, C3, [{c4}, False]],  # 16
+   [-1, 1, Conv, [{c4}, 3, 2]],
+   [[-1, 6], 1, Concat, [1]],
+   [-1, {n}, C3, [{c5}, False]],  # 19
+   [[13, 16, 19], 1, {head}],
+  ]
+"""
+
+
+def yolov5_tutorial(backbone: str, nc: int = 80, head: str = "Detect, [nc, anchors]", half: bool = False) -> str:
+    """A YOLOv5s model YAML in the tutorials' convention: a multi-output backbone at row 0 filling rows 0-4,
+    SPPF at row 5, the stock head taking rows 2, 3 and 6 onwards. `head`: the last row's module and
+    arguments; `half`: half the head's widths and one repeat per C3 (a faster model)."""
+    c3, c4, c5 = (128, 256, 512) if half else (256, 512, 1024)
+    return f"""\
+nc: {nc}
+depth_multiple: 0.33
+width_multiple: 0.50
+anchors:
+  - [10,13, 16,30, 33,23]
+  - [30,61, 62,45, 59,119]
+  - [116,90, 156,198, 373,326]
+backbone:
+  [[-1, 1, {backbone}, []],  # 0-4
+   [-1, 1, SPPF, [1024, 5]],  # 5
+  ]
+head:
+""" + _YOLOV5_HEAD_ROWS.format(c3=c3, c4=c4, c5=c5, n=1 if half else 3, head=head)
+
+
 # The head row of each task, and the top-level keys it needs, for tutorial_task_yaml. The last entry is the
 # YOLO26 (end-to-end) head of the task, or None where YOLO26 uses the plain one.
 _TASK_HEADS = {

@@ -15,6 +15,7 @@ usage:
   ... --write-readme                     # put the table between the README's support markers
   ... --full-ladder                      # also train, reload (default: import, names, build, shapes, stock, figures)
   ... --base-groups N                    # the --base pass applies N groups of derivable recipes (default 1)
+  ... --json rows.json                   # keep the rows; later `--render a.json b.json --write-readme`
 
 Releases come from PyPI (tests/upstream.py caches them outside the repository).
 """
@@ -174,6 +175,21 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def measure(spec: str, full_ladder: bool, base_groups: int) -> dict:
+    """One release's row: every recipe applied and verified, then the --base pass; printed as it ends."""
+    row = run_release(spec, full_ladder)
+    if base_groups and "error" not in row:
+        row["bases"] = run_bases(spec, base_groups)
+    failed = {k: v for k, v in row["recipes"].items() if v != "pass"}
+    print(f"{row['release']}: {row.get('error') or ''}{len(row['recipes']) - len(failed)}/{len(row['recipes'])} "
+          f"recipes pass, stock {row.get('stock')}, revert {row.get('revert')} ({row.get('seconds')} s)"
+          + (f" failures: {failed}" if failed else "")
+          + (f"; --base {bases_cell(row['bases'])} on {', '.join(row['bases']['bases'])} ({row['bases']['seconds']} s)"
+             + (f" failures: {row['bases']['failures'][:3]}" if row['bases']['failures'] else "")
+             if "bases" in row else ""), flush=True)
+    return row
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("releases", nargs="*", help="project==version (ultralytics, yolov5, upstream)")
@@ -181,21 +197,17 @@ def main() -> int:
     parser.add_argument("--write-readme", action="store_true")
     parser.add_argument("--full-ladder", action="store_true")
     parser.add_argument("--base-groups", type=int, default=1, help="groups of derivable recipes for the --base pass (0: none)")
+    parser.add_argument("--json", type=Path, help="also keep the rows here (after each release)")
+    parser.add_argument("--render", type=Path, nargs="+", help="measure nothing: the table from kept rows, in order")
     args = parser.parse_args()
-    releases = args.releases or (CI if args.subset == "ci" else FULL)
-    rows = []
-    for spec in releases:
-        row = run_release(spec, args.full_ladder)
-        if args.base_groups and "error" not in row:
-            row["bases"] = run_bases(spec, args.base_groups)
-        rows.append(row)
-        failed = {k: v for k, v in row["recipes"].items() if v != "pass"}
-        print(f"{row['release']}: {row.get('error') or ''}{len(row['recipes']) - len(failed)}/{len(row['recipes'])} "
-              f"recipes pass, stock {row.get('stock')}, revert {row.get('revert')} ({row.get('seconds')} s)"
-              + (f" failures: {failed}" if failed else "")
-              + (f"; --base {bases_cell(row['bases'])} on {', '.join(row['bases']['bases'])} ({row['bases']['seconds']} s)"
-                 + (f" failures: {row['bases']['failures'][:3]}" if row['bases']['failures'] else "")
-                 if "bases" in row else ""), flush=True)
+    if args.render:
+        rows = [row for kept in args.render for row in json.loads(kept.read_text())]
+    else:
+        rows = []
+        for spec in args.releases or (CI if args.subset == "ci" else FULL):
+            rows.append(measure(spec, args.full_ladder, args.base_groups))
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=1))
     table = markdown(rows)
     print(table)
     if args.write_readme:

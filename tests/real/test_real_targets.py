@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import upstream
-from lookalikes import tree_snapshot, tutorial_yolov8_yaml
+from lookalikes import tree_snapshot, tutorial_yolov8_yaml, yolov5_tutorial
 
 pytestmark = pytest.mark.real
 
@@ -150,36 +150,7 @@ def release_label(root: Path) -> str:
     return f"{project} {status['version']}"
 
 
-TUTORIAL_YOLOV5 = """\
-nc: 80
-depth_multiple: 0.33
-width_multiple: 0.50
-anchors:
-  - [10,13, 16,30, 33,23]
-  - [30,61, 62,45, 59,119]
-  - [116,90, 156,198, 373,326]
-backbone:
-  [[-1, 1, MobileNetV4ConvSmall, []],  # 0-4
-   [-1, 1, SPPF, [1024, 5]],  # 5
-  ]
-head:
-  [[-1, 1, Conv, [512, 1, 1]],
-   [-1, 1, nn.Upsample, [None, 2, 'nearest']],
-   [[-1, 3], 1, Concat, [1]],
-   [-1, 3, C3, [512, False]],  # 9
-   [-1, 1, Conv, [256, 1, 1]],
-   [-1, 1, nn.Upsample, [None, 2, 'nearest']],
-   [[-1, 2], 1, Concat, [1]],
-   [-1, 3, C3, [256, False]],  # 13
-   [-1, 1, Conv, [256, 3, 2]],
-   [[-1, 10], 1, Concat, [1]],
-   [-1, 3, C3, [512, False]],  # 16
-   [-1, 1, Conv, [512, 3, 2]],
-   [[-1, 6], 1, Concat, [1]],
-   [-1, 3, C3, [1024, False]],  # 19
-   [[13, 16, 19], 1, Detect, [nc, anchors]],
-  ]
-"""
+TUTORIAL_YOLOV5 = yolov5_tutorial("MobileNetV4ConvSmall")
 
 
 TUTORIAL_BACKBONES = ("MobileNetV4ConvSmall", "MobileNetV2", "revcol_tiny")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import upstream
-from lookalikes import tree_snapshot, tutorial_yolov8_yaml
+from lookalikes import tree_snapshot, tutorial_yolov8_yaml, yolov5_tutorial
 
 pytestmark = pytest.mark.real
 
@@ -79,36 +79,7 @@ def test_ultralytics_newest_toy_passes_every_step(cli, tmp_path):
     print(f"verify toy on ultralytics {upstream.NEWEST_ULTRALYTICS} with --export onnx: {elapsed:.1f}s")
 
 
-TUTORIAL_YOLOV5_LAMBDA = """\
-nc: 4
-depth_multiple: 0.33
-width_multiple: 0.50
-anchors:
-  - [10,13, 16,30, 33,23]
-  - [30,61, 62,45, 59,119]
-  - [116,90, 156,198, 373,326]
-backbone:
-  [[-1, 1, LambdaBackbone, []],  # 0-4
-   [-1, 1, SPPF, [1024, 5]],  # 5
-  ]
-head:
-  [[-1, 1, Conv, [256, 1, 1]],
-   [-1, 1, nn.Upsample, [None, 2, 'nearest']],
-   [[-1, 3], 1, Concat, [1]],
-   [-1, 1, C3, [256, False]],  # 9
-   [-1, 1, Conv, [128, 1, 1]],
-   [-1, 1, nn.Upsample, [None, 2, 'nearest']],
-   [[-1, 2], 1, Concat, [1]],
-   [-1, 1, C3, [128, False]],  # 13
-   [-1, 1, Conv, [128, 3, 2]],
-   [[-1, 10], 1, Concat, [1]],
-   [-1, 1, C3, [256, False]],  # 16
-   [-1, 1, Conv, [256, 3, 2]],
-   [[-1, 6], 1, Concat, [1]],
-   [-1, 1, C3, [512, False]],  # 19
-   [[13, 16, 19], 1, Detect, [nc, anchors]],
-  ]
-"""
+TUTORIAL_YOLOV5_LAMBDA = yolov5_tutorial("LambdaBackbone", nc=4, half=True)
 
 
 @pytest.mark.parametrize("layout", ["yolov5-pypi", "yolov5-upstream"])
