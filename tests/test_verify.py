@@ -409,6 +409,25 @@ def test_yaml_rows_of_a_multi_output_backbone_in_either_layout(aligned):
     assert yaml_row(model, backbone) == 0 and yaml_row(model, sppf) == 5
 
 
+def test_parse_watch_keeps_each_row_at_its_index_when_a_row_records_a_list():
+    """YOLOv9's CBLinear rows record a list of widths in parse_model's `ch`; the rows after them must keep
+    their own index (dropping the lists shifted every later row and compared VoVGSCSP with another row)."""
+    import types
+
+    from yolopatch.verify.runner.layers import ParseWatch
+
+    def parse_model(d, ch):
+        ch = []
+        for width in d["widths"]:
+            ch.append(width)
+        return [], []
+
+    parser = types.SimpleNamespace(parse_model=parse_model)
+    with ParseWatch(parser) as watch:
+        parser.parse_model({"widths": [64, [64, 128], 256, 512]}, [3])
+    assert watch.channels == [64, None, 256, 512]
+
+
 def _toy_model(first_index: int, levels: int, sppf_index: int):
     import types
 

@@ -113,7 +113,7 @@ def loaded_weights(news: list) -> str:
 class ParseWatch:
     """Wrap the parser module's parse_model for one build and keep, from its own frame when it returns:
     its final `ch` list (the output channels it recorded for every row, i.e. what each layer declared to
-    the next ones), the layers it made, and, when an exception escaped it, the row it was constructing
+    the next ones; None where a row recorded something else), the layers it made, and, when an exception escaped it, the row it was constructing
     (`failed_row`: YAML row, module name, `from`)."""
 
     def __init__(self, parser_module):
@@ -130,7 +130,8 @@ class ParseWatch:
             if event != "return" or frame.f_code is not code:
                 return
             local = frame.f_locals
-            self.channels = [int(c) for c in local.get("ch", []) if isinstance(c, int)]
+            # one entry per row, kept in place: a row recording a list (YOLOv9's CBLinear) is None, not dropped
+            self.channels = [int(c) if isinstance(c, int) else None for c in local.get("ch", [])]
             if isinstance(arg, tuple) and arg:      # returned (layers, save)
                 self.layers = arg[0]
             elif "i" in local:                      # an exception left parse_model while it built row i

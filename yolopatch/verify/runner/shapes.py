@@ -75,6 +75,11 @@ def _check_recipe_declaration(new, yaml_args, report) -> None:
                                f"declares channels {have[0]} strides {have[1]}")
 
 
+def _recorded(declared_ch: list, row: int):
+    """The channels parse_model recorded for a row; None when it recorded none (or not a number)."""
+    return declared_ch[row] if 0 <= row < len(declared_ch) else None
+
+
 def _check_backbone(new, out, size, declared_ch, report) -> None:
     layer, label = new.layer, new.label
     strides = [int(s) for s in layer.feature_strides]
@@ -88,7 +93,7 @@ def _check_backbone(new, out, size, declared_ch, report) -> None:
         if tensor.shape[1] != c:
             report.problems.append(f"{where}: declares {c} channels, forward produces {tensor.shape[1]}")
         row = new.row + s.bit_length() - 2   # the row that holds stride s: 2**(k + 1) at row k of the group
-        if 0 <= row < len(declared_ch) and declared_ch[row] not in (tensor.shape[1], c):
+        if _recorded(declared_ch, row) not in (None, tensor.shape[1], c):
             report.problems.append(f"{where}: parse_model recorded {declared_ch[row]} channels for row {row}, "
                                    f"forward produces {tensor.shape[1]}")
         sh, sw = _stride(size, tensor)
@@ -101,7 +106,7 @@ def _check_layer(new, out, size, declared_ch, report) -> None:
     label = new.label
     if not isinstance(out, torch.Tensor) or out.dim() != 4:
         return  # not a feature map (several tensors, tokens): nothing declared to compare with
-    if 0 <= new.row < len(declared_ch) and declared_ch[new.row] != out.shape[1]:
+    if _recorded(declared_ch, new.row) not in (None, out.shape[1]):
         report.problems.append(f"{label}: parse_model recorded {declared_ch[new.row]} output channels, "
                                f"forward produces {out.shape[1]}")
     sh, sw = _stride(size, out)
