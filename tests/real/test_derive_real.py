@@ -94,6 +94,20 @@ def test_p2_and_attention_derived_onto_yolo26_pose_pass_verify(tmp_path):
     assert tree_snapshot(root) == before
 
 
+def test_slimneck_on_yolov9e_passes_verify_beside_its_cblinear_rows(tmp_path):
+    """yolov9e's second backbone branch has CBLinear rows, for which parse_model records a list of widths:
+    the slim-neck blocks after them are compared with their own rows' widths and pass the quick ladder."""
+    root = upstream.fresh_copy(upstream.pristine("ultralytics", upstream.NEWEST_ULTRALYTICS), tmp_path / "repo")
+    assert yolopatch("apply", "slimneck", "--base", "yolov9e", "--repo", root).returncode == 0
+    derived = root / targets.detect(root).cfg_dir / "yolov9e-slimneck.yaml"
+    result = yolopatch("verify", "--repo", root, "--quick", "--json", "--yaml", derived)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["passed"], result.stderr[-3000:]
+    [model] = [m for m in report["models"] if m["name"].startswith("yolov9e-slimneck")]
+    assert {n.split(" ")[0] for n in model["new_modules"]} == {"VoVGSCSP", "GSConv"}
+    assert model["strides"] == [8, 16, 32]
+
+
 def _rows_of(text: str) -> dict:
     config = yaml.safe_load(text)
     return {"rows": config["backbone"] + config["head"], **{k: v for k, v in config.items() if k not in ("backbone", "head")}}
