@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import upstream  # noqa: E402
-from derive_verify import derivable_recipes, groups, per_task_bases, run_group, verify_env  # noqa: E402
+from derive_verify import derivable_recipes, groups, passed, per_task_bases, run_group, verify_env  # noqa: E402
 from lookalikes import tree_snapshot  # noqa: E402
 from yolopatch import bases, plan, recipes, targets  # noqa: E402
 from yolopatch.edits.parser_file import apply_patch_whole  # noqa: E402
@@ -101,7 +101,9 @@ def run_release(spec: str, full_ladder: bool) -> dict:
             return row
         for name in names:
             models = [m for m in report["models"] if m.get("source") == name]
-            bad = [f"{m['name']}: {s}" for m in models for s, r in m["steps"].items() if r["status"] == "failed"]
+            # derive_verify.passed: built, and no step failed (a model skipped whole, its import failing, is not)
+            bad = [f"{m['name']}: " + next((s for s, r in m["steps"].items() if r["status"] == "failed"), "not built")
+                   for m in models if not passed(m)]
             row["recipes"][name] = "pass" if models and not bad else ("no models" if not models else bad[0])
         row["stock"] = report["checks"].get("stock", {}).get("status", "not-run")
         reverted = yolopatch("revert", "--repo", root)
