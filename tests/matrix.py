@@ -17,7 +17,9 @@ usage:
   ... --base-groups N                    # the --base pass applies N groups of derivable recipes (default 1)
   ... --json rows.json                   # keep the rows; later `--render a.json b.json --write-readme`
 
-Releases come from PyPI (tests/upstream.py caches them outside the repository).
+Releases come from PyPI (tests/upstream.py caches them outside the repository) and run in this interpreter,
+which must hold what they import: ultralytics 8.0.239 to 8.1.x import hub_sdk at the top of their model
+module (`pip install hub-sdk`). A release whose import fails reads ✗ in every cell (its models are never built).
 """
 
 from __future__ import annotations
