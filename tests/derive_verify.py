@@ -213,7 +213,9 @@ def base_of(yaml_name: str, names: list) -> str:
 
 def ladder_markdown(row: dict) -> list:
     """One line per model: the per-task run."""
-    out = [f"{row['release']}: one config per (family, task), derived YAMLs through {ladder_words(row['ladder'])}.",
+    recipes = " + ".join(e["recipe"] for e in row["recipes"])
+    out = [f"{row['release']}, {recipes}: one config per (family, task), derived YAMLs through "
+           f"{ladder_words(row['ladder'])}.",
            "", "| family | task | base | derived YAML | steps passed | result | seconds |", "|---|---|---|---|---|---|---|"]
     for model in sorted(row["models"], key=lambda m: tuple(row["bases"].get(base_of(m["yaml"], row["sample"]), ("?", "?")))):
         base = base_of(model["yaml"], row["sample"])
