@@ -4,8 +4,9 @@ configs of a release (the newest detect configs, a segment and a pose config), `
 release, the bases each recipe derives onto (`yolopatch bases`).
 
 Two larger runs share the code: `--base all` (every stock config; with `--covered`, the recipes of
-tests/coverage.py: covered_recipes), and `--base per-task --ladder [--fit]`, one config per (family, task) through the whole
-ladder (train, amp, fuse, reload; with --fit the target's own trainer), listed model by model.
+tests/coverage.py: covered_recipes), and `--base per-task --ladder [--fit]`, one config per (family, task)
+through the whole ladder (train, amp, fuse, reload; with --fit the target's own trainer), listed model by
+model.
 
 Recipes are applied in groups holding at most one recipe of each derivation kind (one backbone, one neck
 block, one attention, …), so each group also writes, per base, one YAML combining its recipes; those are
@@ -203,7 +204,8 @@ def run_release(spec: str, names: list, wanted_bases: list, ladder: tuple, progr
 
 
 def ladder_words(ladder: list) -> str:
-    return "`verify " + " ".join([*ladder, "--one-scale"]) + "`" + ("" if "--quick" in ladder else " (the whole ladder)")
+    words = "`verify " + " ".join([*ladder, "--one-scale"]) + "`"
+    return words if "--quick" in ladder else words + " (the whole ladder)"
 
 
 def base_of(yaml_name: str, names: list) -> str:
@@ -213,13 +215,15 @@ def base_of(yaml_name: str, names: list) -> str:
 
 def ladder_markdown(row: dict) -> list:
     """One line per model: the per-task run."""
-    recipes = " + ".join(e["recipe"] for e in row["recipes"])
-    out = [f"{row['release']}, {recipes}: one config per (family, task), derived YAMLs through "
-           f"{ladder_words(row['ladder'])}.",
-           "", "| family | task | base | derived YAML | steps passed | result | seconds |", "|---|---|---|---|---|---|---|"]
-    for model in sorted(row["models"], key=lambda m: tuple(row["bases"].get(base_of(m["yaml"], row["sample"]), ("?", "?")))):
+    applied = " + ".join(e["recipe"] for e in row["recipes"])
+    out = [f"{row['release']}, {applied}: one config per (family, task), derived YAMLs through "
+           f"{ladder_words(row['ladder'])}.", "",
+           "| family | task | base | derived YAML | steps passed | result | seconds |", "|---|---|---|---|---|---|---|"]
+    placed = []   # (family, task, base, model)
+    for model in row["models"]:
         base = base_of(model["yaml"], row["sample"])
-        family, task = row["bases"].get(base, ("?", "?"))
+        placed.append((*row["bases"].get(base, ("?", "?")), base, model))
+    for family, task, base, model in sorted(placed, key=lambda found: found[:3]):
         good = [s for s, status in model["steps"].items() if status == "passed"]
         bad = [s for s, status in model["steps"].items() if status == "failed"]
         out.append(f"| {family} | {task} | {base} | {model['yaml']} | {', '.join(good)} | "
@@ -268,7 +272,8 @@ def main() -> None:
     parser.add_argument("--recipe", action="append", default=[], help="only this recipe (repeatable)")
     parser.add_argument("--base", action="append", default=[],
                         help="sample base (repeatable; default: per family), `all`, or `per-task`")
-    parser.add_argument("--covered", action="store_true", help="the recipes of tests/coverage.py (backbones, slimneck, bifpn)")
+    parser.add_argument("--covered", action="store_true",
+                        help="the recipes of tests/coverage.py (backbones, slimneck, bifpn)")
     parser.add_argument("--ladder", action="store_true", help="the whole ladder instead of --quick")
     parser.add_argument("--fit", action="store_true", help="with --ladder: also verify --fit")
     parser.add_argument("--write-readme", action="store_true", help="write the table into README.md")

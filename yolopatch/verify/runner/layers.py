@@ -67,8 +67,8 @@ def alignment_problem(model, yaml_rows: list) -> str | None:
     if any(is_multi_output(m) for m in layers) and not any(is_placeholder(m) for m in layers):
         return None
     expected = len(yaml_rows) + sum(backbone_levels(m) - 1 for m in layers if is_multi_output(m))
-    wrong = [(position, int(getattr(m, "i", position))) for position, m in enumerate(layers)
-             if int(getattr(m, "i", position)) != position]
+    indices = [int(getattr(m, "i", position)) for position, m in enumerate(layers)]
+    wrong = [(position, index) for position, index in enumerate(indices) if index != position]
     if len(layers) == expected and not wrong:
         return None
     said = [f"{len(layers)} layers for {expected} YAML rows"] if len(layers) != expected else []
@@ -113,8 +113,8 @@ def loaded_weights(news: list) -> str:
 class ParseWatch:
     """Wrap the parser module's parse_model for one build and keep, from its own frame when it returns:
     its final `ch` list (the output channels it recorded for every row, i.e. what each layer declared to
-    the next ones; None where a row recorded something else), the layers it made, and, when an exception escaped it, the row it was constructing
-    (`failed_row`: YAML row, module name, `from`)."""
+    the next ones; None where a row recorded something else), the layers it made, and, when an exception
+    escaped it, the row it was constructing (`failed_row`: YAML row, module name, `from`)."""
 
     def __init__(self, parser_module):
         self.module = parser_module
